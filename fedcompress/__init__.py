@@ -1,0 +1,3 @@
+"""fedcompress: federated learning on Flower with compressed updates and device-fitted models."""
+
+__version__ = "0.1.0"

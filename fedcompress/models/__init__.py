@@ -1,0 +1,115 @@
+"""Model families with a width multiplier, so device tiers can get narrower versions of the same design."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedcompress.errors import ConfigError
+
+
+def _ch(base: int, width: float) -> int:
+    return max(1, int(round(base * width)))
+
+
+class CNN28(nn.Module):
+    """Two 5x5 conv blocks and two dense layers for 28x28 grey images (461,630 parameters at width 1, 62 classes).
+
+    The layers are plain attributes in a fixed order (conv1, conv2, fc1, fc2) so that structured pruning can
+    remove output channels of one layer and the matching inputs of the next.
+    """
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 1) -> None:
+        super().__init__()
+        c1, c2, h = _ch(32, width), _ch(64, width), _ch(128, width)
+        self.conv1 = nn.Conv2d(in_channels, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.fc1 = nn.Linear(c2 * 7 * 7, h)
+        self.fc2 = nn.Linear(h, num_classes)
+        self.pool = nn.MaxPool2d(2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return torch.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))
+
+
+class CNN32(nn.Module):
+    """Three 3x3 conv blocks (32-64-128 channels at width 1) and two dense layers for 32x32 RGB images."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> None:
+        super().__init__()
+        c1, c2, c3, h = _ch(32, width), _ch(64, width), _ch(128, width), _ch(256, width)
+        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.fc1 = nn.Linear(c3 * 4 * 4, h)
+        self.fc2 = nn.Linear(h, num_classes)
+        self.pool = nn.MaxPool2d(2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = self.pool(torch.relu(self.conv3(x)))
+        return torch.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))
+
+
+class CNN8(nn.Module):
+    """A small CNN for the 8x8 embedded digits: fast enough to make the default job finish in seconds."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 1) -> None:
+        super().__init__()
+        c1, c2, h = _ch(16, width), _ch(32, width), _ch(64, width)
+        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.fc1 = nn.Linear(c2 * 2 * 2, h)
+        self.fc2 = nn.Linear(h, num_classes)
+        self.pool = nn.MaxPool2d(2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return torch.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))
+
+
+class CharLSTM(nn.Module):
+    """Character LSTM for next-character prediction (LEAF Shakespeare: embedding 8, two LSTM layers of 256)."""
+
+    def __init__(self, num_classes: int = 80, width: float = 1.0, embed_dim: int = 8, num_layers: int = 2) -> None:
+        super().__init__()
+        hidden = _ch(256, width)
+        self.embed = nn.Embedding(num_classes, embed_dim)
+        self.lstm = nn.LSTM(embed_dim, hidden, num_layers=num_layers, batch_first=True)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(x))
+        return out[:, -1, :]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+MODELS: dict[str, type[nn.Module]] = {"cnn28": CNN28, "cnn32": CNN32, "cnn8": CNN8, "lstm": CharLSTM}
+
+
+def build_model(name: str, num_classes: int, width: float = 1.0) -> nn.Module:
+    """Build a model by name; `width` scales every hidden size (tiers use width < 1)."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    if not 0 < width <= 4:
+        raise ConfigError(f"model width must be in (0, 4], got {width}")
+    return MODELS[name](num_classes=num_classes, width=width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
