@@ -1,0 +1,1 @@
+"""Thin adapters between the framework-agnostic core and Flower's Message API."""

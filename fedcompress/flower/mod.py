@@ -1,0 +1,81 @@
+"""`compression_mod`: the client half of compression, as a Flower mod around the ClientApp's train function.
+
+Incoming: an encoded downlink delta is added to the model this node holds (kept in `context.state`, so it
+survives between rounds in simulation and across per-message ClientApp processes in deployment). Outgoing: the
+update `local - received` is encoded with the uplink pipeline named in the round's config; what compression
+dropped stays in `context.state` as error feedback and is added to the next update. Put it first in the mods
+list so mods after it (clipping, local DP) still see float arrays.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
+
+from fedcompress.flower.payload import payload_of, payload_record
+from fedcompress.flower.records import numpy_to_record, record_to_numpy
+from fedcompress.flower.strategy import BASE_ROUND_KEY, IDENTITY, METADATA_METRIC, SEED_KEY, UPLINK_KEY, _mix
+
+HELD = "fedcompress.held"  # the model this node last received (for downlink deltas)
+HELD_ROUND = "fedcompress.held-round"
+RESIDUAL = "fedcompress.residual"  # error-feedback memory for the uplink
+
+
+def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    if msg.metadata.message_type != "train" or "arrays" not in msg.content:
+        return call_next(msg, context)
+    config = msg.content["config"]
+    server_round = int(config.get("server-round", 0))
+    received = _receive(msg, context, int(config.get(BASE_ROUND_KEY, -1)), server_round)
+    reply = call_next(msg, context)
+    spec = str(config.get(UPLINK_KEY, IDENTITY))
+    if spec == IDENTITY or reply.has_error():
+        return reply
+    _encode_reply(reply, context, spec, received, _mix(int(config.get(SEED_KEY, 0)), server_round, context.node_id, 2))
+    return reply
+
+
+def _receive(msg: Message, context: Context, base_round: int, server_round: int) -> OrderedDict[str, np.ndarray]:
+    """Rebuild the full model from a downlink delta when needed; returns what this node trains from."""
+    record = msg.content["arrays"]
+    payload = payload_of(record)
+    if payload is None:
+        received = record_to_numpy(record)
+    else:
+        from fedcompress.codecs import decode
+
+        if HELD not in context.state or int(context.state[HELD_ROUND]["round"]) != base_round:
+            have = int(context.state[HELD_ROUND]["round"]) if HELD_ROUND in context.state else None
+            raise RuntimeError(f"downlink delta is against round {base_round}, but this node holds round {have}")
+        held = record_to_numpy(context.state[HELD])
+        expected = {k: (v.shape, "float32") for k, v in held.items()}
+        delta = decode(payload, expected=expected, max_output_bytes=4 * sum(v.size for v in held.values()))
+        received = OrderedDict((k, held[k] + delta[k]) for k in held)
+        msg.content["arrays"] = numpy_to_record(received)
+    if BASE_ROUND_KEY in msg.content["config"]:  # the server tracks what this node holds: keep it
+        context.state[HELD] = numpy_to_record(received)
+        context.state[HELD_ROUND] = MetricRecord({"round": server_round})
+    return received
+
+
+def _encode_reply(
+    reply: Message, context: Context, spec: str, received: OrderedDict[str, np.ndarray], seed: int
+) -> None:
+    from fedcompress.codecs import Pipeline
+
+    local = record_to_numpy(reply.content["arrays"])
+    delta = OrderedDict((k, local[k] - received[k]) for k in received)
+    state = record_to_numpy(context.state[RESIDUAL]) if RESIDUAL in context.state else None
+    res = Pipeline.parse(spec).encode(delta, state=state, seed=seed)
+    if res.state is not None:
+        context.state[RESIDUAL] = numpy_to_record(res.state)
+    content = RecordDict({k: v for k, v in reply.content.items() if k != "arrays"})
+    content["arrays"] = payload_record(res.payload)
+    metrics = content.get("metrics")
+    if isinstance(metrics, MetricRecord):
+        metrics[METADATA_METRIC] = int(res.metadata_bytes)
+    reply.content = content
+

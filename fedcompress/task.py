@@ -1,0 +1,71 @@
+"""What server and client both derive from a RunConfig: the dataset, a client's share of it, the model, the
+inner strategy. Cached per process, because a simulation actor serves many clients from one process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedcompress.config import RunConfig
+from fedcompress.data import FederatedDataset, load_dataset, partition, split_train_val
+from fedcompress.models import build_model
+
+
+def dataset(cfg: RunConfig) -> FederatedDataset:
+    return load_dataset(cfg.dataset, cfg.data_dir or None)
+
+
+def model_name(cfg: RunConfig) -> str:
+    return dataset(cfg).default_model if cfg.model == "auto" else cfg.model
+
+
+def make_model(cfg: RunConfig, width: float | None = None) -> nn.Module:
+    """The global model, initialised from the run's seed (identical in every process)."""
+    ds = dataset(cfg)
+    torch.manual_seed(cfg.seed)
+    return build_model(model_name(cfg), ds.num_classes, cfg.width if width is None else width)
+
+
+@lru_cache(maxsize=4)
+def _partitions(
+    name: str, data_dir: str, scheme: str, n: int, alpha: float, shards: int, seed: int
+) -> tuple[np.ndarray, ...]:
+    ds = load_dataset(name, data_dir or None)
+    return tuple(partition(ds, scheme, n, alpha=alpha, shards_per_client=shards, seed=seed))
+
+
+def client_partition(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) of one client, fixed by the seed."""
+    parts = _partitions(
+        cfg.dataset, cfg.data_dir, cfg.partitioning, cfg.num_partitions, cfg.dirichlet_alpha,
+        cfg.shards_per_client, cfg.seed,
+    )
+    if not 0 <= partition_id < len(parts):
+        raise ValueError(f"partition-id {partition_id} outside [0, {len(parts)}) for num-partitions={len(parts)}")
+    return split_train_val(parts[partition_id], cfg.val_fraction, cfg.seed + partition_id)
+
+
+def make_strategy(cfg: RunConfig, initial: "object | None" = None):  # noqa: ANN201
+    """The inner Flower strategy named in the config, set to train every node the wrapper shows it."""
+    from flwr.serverapp import strategy as fl
+
+    common = dict(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=0,
+                  min_available_nodes=1)
+    name = cfg.strategy
+    if name == "fedavg":
+        return fl.FedAvg(**common)
+    if name == "fedprox":
+        return fl.FedProx(proximal_mu=cfg.proximal_mu, **common)
+    if name == "fedavgm":
+        return fl.FedAvgM(server_learning_rate=1.0, server_momentum=cfg.server_momentum, **common)
+    if name == "fedmedian":
+        return fl.FedMedian(**common)
+    if name == "krum":
+        return fl.Krum(num_malicious_nodes=0, **common)
+    if name in ("fedadam", "fedyogi", "fedadagrad"):
+        cls = {"fedadam": fl.FedAdam, "fedyogi": fl.FedYogi, "fedadagrad": fl.FedAdagrad}[name]
+        return cls(eta=cfg.server_learning_rate, **common)
+    raise ValueError(f"unknown strategy {name!r}")
