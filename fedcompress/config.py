@@ -26,12 +26,12 @@ MODEL_CHOICES = ("auto", "cnn8", "cnn28", "cnn32", "lstm")
 class RunConfig:
     """Every knob of a run; field names are the kebab-case run-config keys with '-' -> '_'."""
 
-    num_server_rounds: int = 20
+    num_server_rounds: int = 30
     clients_per_round: int = 5
-    local_epochs: int = 1
-    learning_rate: float = 0.05
+    local_epochs: int = 2
+    learning_rate: float = 0.1
     momentum: float = 0.0
-    batch_size: int = 32
+    batch_size: int = 16
     dataset: str = "digits"
     data_dir: str = ""
     partitioning: str = "dirichlet"

@@ -1,0 +1,99 @@
+"""The `fedcompress` command: simulate, bench, study, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from fedcompress.errors import ConfigError
+
+# flag -> run-config key, for the readable flags of `fedcompress simulate`
+SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--dataset": ("dataset", str, "digits | mnist | femnist | cifar10 | shakespeare | idx | imagefolder | hub:NAME"),
+    "--data-dir": ("data-dir", str, "folder holding the data (default: $FEDCOMPRESS_DATA_DIR or ../shared/data)"),
+    "--rounds": ("num-server-rounds", int, "server rounds"),
+    "--num-clients": ("num-partitions", int, "clients (partitions = simulated SuperNodes)"),
+    "--clients-per-round": ("clients-per-round", int, "clients sampled each round"),
+    "--partitioning": ("partitioning", str, "natural | iid | dirichlet | shards"),
+    "--alpha": ("dirichlet-alpha", float, "Dirichlet concentration over labels"),
+    "--shards-per-client": ("shards-per-client", int, "classes per client for 'shards'"),
+    "--local-epochs": ("local-epochs", int, "local epochs per round"),
+    "--lr": ("learning-rate", float, "client SGD learning rate"),
+    "--momentum": ("momentum", float, "client SGD momentum"),
+    "--batch-size": ("batch-size", int, "client batch size"),
+    "--model": ("model", str, "auto | cnn8 | cnn28 | cnn32 | lstm"),
+    "--width": ("width", float, "model width multiplier"),
+    "--strategy": ("strategy", str, "fedavg | fedprox | fedadam | fedyogi | fedadagrad | fedavgm | fedmedian | krum"),
+    "--proximal-mu": ("proximal-mu", float, "FedProx mu"),
+    "--server-lr": ("server-learning-rate", float, "server learning rate (FedAdam/FedYogi/FedAdagrad)"),
+    "--eval-every": ("eval-every", int, "central evaluation every N rounds (0 = last round only)"),
+    "--seed": ("seed", int, "seed for partitioning, sampling, initialisation and shuffling"),
+    "--uplink": ("uplink", str, "uplink codec pipeline, e.g. 'topk(0.01) > ef > uniform(4) > entropy'"),
+    "--downlink": ("downlink", str, "downlink codec pipeline"),
+    "--run-dir": ("run-dir", str, "where to write metrics, ledger and summary (default ./runs/...)"),
+}
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="run a federated simulation on Flower's simulation engine")
+    for flag, (key, typ, help_text) in SIMULATE_FLAGS.items():
+        p.add_argument(flag, dest=key.replace("-", "_"), type=typ, help=f"{help_text} [{key}]")
+    p.add_argument("--run-config", default="", help="extra run-config overrides, 'k=v k2=\"s\"' (any app key)")
+    p.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs Ray gives each virtual client")
+    p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines too")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from fedcompress.config import parse_overrides
+    from fedcompress.simulation import simulate
+
+    overrides: dict[str, Any] = parse_overrides(args.run_config)
+    for key, _, _ in SIMULATE_FLAGS.values():
+        value = getattr(args, key.replace("-", "_"))
+        if value is not None:
+            overrides[key] = value
+    summary = simulate(overrides, cpus_per_client=args.cpus_per_client, verbose=args.verbose)
+    print(json.dumps(summary))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print numbers")
+    p.add_argument("what", choices=["codecs"], help="what to benchmark")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fedcompress.bench import codecs
+
+    return int(codecs.main(args.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_simulate(sub)
+    _add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"fedcompress: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # SimulationError and friends: one line, not a traceback
+        if type(err).__name__ == "SimulationError":
+            print(f"fedcompress: error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
