@@ -59,6 +59,11 @@ def simulate(
     run_dir = Path(cfg.run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.dataset}-{cfg.digest()}")
     run_dir = run_dir.expanduser().resolve()
     overrides = {**overrides, "run-dir": str(run_dir)}
+    if not cfg.data_dir:  # Flower runs the app from a copy under FLWR_HOME: relative defaults would not resolve
+        from fedcompress.data import default_data_dir
+
+        if default_data_dir().exists():
+            overrides["data-dir"] = str(default_data_dir().resolve())
     nodes = num_supernodes or cfg.num_partitions
     with tempfile.TemporaryDirectory(prefix="fedcompress-flwr-") as home:
         cfg_file = Path(home) / "run-config.toml"
