@@ -1,0 +1,180 @@
+"""What every stage promises: its kind, its spec text, its declared properties, and its encode/decode pair.
+
+Four kinds compose a pipeline, in this order: an optional *sparsifier* (which values travel), an optional
+error
+feedback marker, one *quantizer* (how each value becomes an integer symbol; ``identity`` keeps fp32 bits)
+and one
+*coder* (how symbols become bytes). Keeping the kinds apart lets any sparsifier pair with any quantizer
+and coder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .layout import Grouping, Layout
+from .spec import StageCall
+
+
+@dataclass(frozen=True)
+class Properties:
+    """Declared behaviour, combined over a pipeline by ``and`` (``error_feedback``/``sparse`` by ``or``).
+
+    lossless: decode(encode(x)) == x bit for bit.
+    unbiased: E[decode(encode(x))] == x over seeds (x + residual with error feedback).
+    deterministic: the payload does not depend on the seed.
+    """
+
+    lossless: bool
+    unbiased: bool
+    deterministic: bool
+    error_feedback: bool = False
+    sparse: bool = False
+
+    def __and__(self, other: Properties) -> Properties:
+        return Properties(
+            self.lossless and other.lossless,
+            self.unbiased and other.unbiased,
+            self.deterministic and other.deterministic,
+            self.error_feedback or other.error_feedback,
+            self.sparse or other.sparse,
+        )
+
+
+LOSSLESS = Properties(lossless=True, unbiased=True, deterministic=True)
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """An encoded update and its byte accounting.
+
+    ``metadata_bytes`` is everything in the payload that is not a coded value or coded index stream: the
+    22-byte
+    prefix, the header (spec, seed, names, shapes, section lengths), per-group scales/codebooks, and coder
+    parameters (mode bytes, counts, ANS frequency tables, Rice parameters).
+    ``value_bytes`` and ``index_bytes`` are the coded streams themselves (zstd frames, ANS words, packed
+    bits, Rice
+    bit streams), so ``metadata_bytes + value_bytes + index_bytes == num_bytes == len(payload)``.
+    """
+
+    payload: bytes
+    state: dict[str, np.ndarray] | None
+    raw_bytes: int
+    metadata_bytes: int
+    value_bytes: int
+    index_bytes: int
+
+    @property
+    def num_bytes(self) -> int:
+        return len(self.payload)
+
+    @property
+    def ratio(self) -> float:
+        """fp32 bytes per payload byte."""
+        return self.raw_bytes / max(1, self.num_bytes)
+
+
+class Stage(ABC):
+    """Base of every stage: a registry name, a kind, a canonical spec and declared properties."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    usage: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_call(cls, call: StageCall) -> Stage:
+        """Build from parsed arguments; raise ValueError naming the stage and its allowed values."""
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """Canonical text; ``parse(spec)`` rebuilds an equal stage."""
+
+    @property
+    @abstractmethod
+    def properties(self) -> Properties: ...
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stage) and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+
+@dataclass
+class Encoded:
+    """A section's bytes and how many of them are a coded stream (the rest is metadata)."""
+
+    data: bytes
+    coded: int
+
+
+class Sparsifier(Stage):
+    """Chooses which flat positions travel (sorted unique int64 indices) and codes those indices."""
+
+    kind = "sparsify"
+    #: kept values are bounded away from zero (top-k, threshold): quantizers can skip the zero level.
+    nonzero: ClassVar[bool] = False
+
+    @abstractmethod
+    def select(self, flat: np.ndarray, layout: Layout, seed: int) -> np.ndarray: ...
+
+    def value_scale(self, n: int, k: int) -> float:
+        """Factor applied to kept values (``n/k`` makes random-k unbiased)."""
+        return 1.0
+
+    @abstractmethod
+    def encode_index(self, idx: np.ndarray, n: int, seed: int) -> Encoded: ...
+
+    @abstractmethod
+    def decode_index(self, data: memoryview, n: int, seed: int) -> np.ndarray: ...
+
+
+class Quantizer(Stage):
+    """Maps float32 values to integer symbols plus side information (scales, codebooks)."""
+
+    kind = "quantize"
+    grouping: Grouping = "tensor"
+
+    @abstractmethod
+    def symbol_bits(self, nonzero: bool) -> int: ...
+
+    def symbol_count(self, n: int) -> int:
+        """Symbols coded for ``n`` values (fewer for vector quantizers)."""
+        return n
+
+    @abstractmethod
+    def encode(
+        self, values: np.ndarray, starts: np.ndarray, rng: np.random.Generator, nonzero: bool
+    ) -> tuple[np.ndarray, bytes]:
+        """Symbols (unsigned, < 2**bits) and side information."""
+
+    @abstractmethod
+    def decode(
+        self, symbols: np.ndarray, side: memoryview | bytes, starts: np.ndarray, nonzero: bool
+    ) -> np.ndarray:
+        """float32 values; raises PayloadError on malformed side information."""
+
+
+class Coder(Stage):
+    """Turns integer symbols into bytes and back, losslessly."""
+
+    kind = "code"
+
+    @property
+    def properties(self) -> Properties:
+        return LOSSLESS
+
+    @abstractmethod
+    def encode(self, symbols: np.ndarray, bits: int) -> Encoded: ...
+
+    @abstractmethod
+    def decode(self, data: memoryview, n: int, bits: int) -> np.ndarray: ...

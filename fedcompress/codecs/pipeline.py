@@ -1,0 +1,348 @@
+"""Pipelines: stages composed in a fixed order, encoded to one self-describing payload.
+
+Order: ``[sparsifier] > [ef] > [quantizer] > [coder]`` (``ef`` may be written anywhere; it applies to the
+whole
+pipeline). The header carries the canonical spec, so ``decode`` needs nothing but the payload.
+Sections, always three: kept indices (empty when dense), quantizer side information, coded symbols.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import wire
+from .contract import Encoded, EncodeResult, Properties, Quantizer, Sparsifier, Stage
+from .entropy import Entropy, Raw, Zstd
+from .errors import PayloadError
+from .feedback import ErrorFeedback
+from .layout import Layout
+from .quantize import BF16, FP16, QSGD, Identity, Sign, Ternary, Uniform
+from .sparsify import RandK, Threshold, TopK
+from .spec import StageCall, parse_spec
+from .vq import PQ, KMeans
+
+STAGES: dict[str, type[Stage]] = {
+    cls.name: cls
+    for cls in (
+        TopK,
+        RandK,
+        Threshold,
+        ErrorFeedback,
+        Identity,
+        FP16,
+        BF16,
+        Uniform,
+        QSGD,
+        Ternary,
+        Sign,
+        KMeans,
+        PQ,
+    )
+    + (Raw, Zstd, Entropy)
+}
+_ORDER = {"sparsify": 0, "quantize": 1, "code": 2}
+DEFAULT_MAX_OUTPUT_BYTES = 4 << 30
+N_SECTIONS = 3
+_MAX_SEED = (1 << 64) - 1
+
+
+def make_stage(call: StageCall) -> Stage:
+    """Instantiate one stage; unknown names list the known ones."""
+    cls = STAGES.get(call.name)
+    if cls is None:
+        raise ValueError(f"unknown stage {call.name!r} (known: {', '.join(sorted(STAGES))})")
+    return cls.from_call(call)
+
+
+class Pipeline:
+    """A composed codec. Build with :meth:`parse` or :meth:`from_toml`; equal pipelines have equal specs."""
+
+    def __init__(
+        self,
+        sparsifier: Sparsifier | None = None,
+        feedback: ErrorFeedback | None = None,
+        quantizer: Quantizer | None = None,
+        coder: Stage | None = None,
+    ) -> None:
+        self.sparsifier = sparsifier
+        self.feedback = feedback
+        self.quantizer = quantizer or Identity()
+        self.coder = coder or Raw()
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def parse(cls, text: str) -> Pipeline:
+        """From a spec string such as ``"topk(0.01) > ef > uniform(4, stochastic) > entropy"``."""
+        return cls.from_stages([make_stage(call) for call in parse_spec(text)])
+
+    @classmethod
+    def from_toml(cls, table: Mapping[str, Any]) -> Pipeline:
+        """From a TOML table: ``{spec = "..."}`` or ``{stages = ["topk(0.01)", {name = "uniform", bits =
+        4}]}``."""
+        if not isinstance(table, Mapping):
+            raise ValueError(f"pipeline table must be a mapping, got {type(table).__name__}")
+        unknown = set(table) - {"spec", "stages"}
+        if unknown or len(table) != 1:
+            raise ValueError(f"pipeline table needs exactly one of 'spec' or 'stages' (got {sorted(table)})")
+        if "spec" in table:
+            return cls.parse(table["spec"])
+        stages = table["stages"]
+        if isinstance(stages, str) or not isinstance(stages, list | tuple):
+            raise ValueError("'stages' must be a list of stage strings or tables")
+        built = []
+        for item in stages:
+            if isinstance(item, str):
+                built.extend(make_stage(c) for c in parse_spec(item))
+            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                kwargs = {str(k).lower(): v for k, v in item.items() if k != "name"}
+                built.append(make_stage(StageCall(item["name"].lower(), (), kwargs)))
+            else:
+                raise ValueError(f"stage entry {item!r}: expected a string or a table with a 'name'")
+        return cls.from_stages(built)
+
+    @classmethod
+    def from_stages(cls, stages: list[Stage]) -> Pipeline:
+        """Check kinds and order, then assemble."""
+        slots: dict[str, Stage] = {}
+        last = -1
+        for stage in stages:
+            if stage.kind in slots:
+                raise ValueError(
+                    f"pipeline has two {stage.kind} stages: {slots[stage.kind].spec} and {stage.spec}"
+                )
+            slots[stage.kind] = stage
+            if stage.kind in _ORDER:
+                if _ORDER[stage.kind] < last:
+                    raise ValueError(
+                        f"stage {stage.spec!r} out of order; use [sparsifier] > [ef] > [quantizer] > [coder]"
+                    )
+                last = _ORDER[stage.kind]
+        return cls(slots.get("sparsify"), slots.get("feedback"), slots.get("quantize"), slots.get("code"))
+
+    # ------------------------------------------------------------ description
+
+    @property
+    def stages(self) -> list[Stage]:
+        """Non-default stages in canonical order."""
+        out: list[Stage] = [s for s in (self.sparsifier, self.feedback) if s is not None]
+        if not isinstance(self.quantizer, Identity):
+            out.append(self.quantizer)
+        if not isinstance(self.coder, Raw):
+            out.append(self.coder)
+        return out
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string; ``Pipeline.parse(p.spec) == p``."""
+        return " > ".join(s.spec for s in self.stages) or "identity"
+
+    @property
+    def properties(self) -> Properties:
+        props = self.quantizer.properties & self.coder.properties
+        for stage in (self.sparsifier, self.feedback):
+            if stage is not None:
+                props = props & stage.properties
+        return props
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the payload is raw fp32 (no sparsifier, quantizer, coder or error feedback)."""
+        return not self.stages
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pipeline) and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.spec!r})"
+
+    # ------------------------------------------------------------ encode
+
+    def encode(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        state: Mapping[str, np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> EncodeResult:
+        """Compress ``tensors`` (+ the error-feedback ``state`` when the pipeline has ``ef``).
+
+        Returns the payload, the new residual (``None`` without ``ef``) and the byte accounting.
+        """
+        if not isinstance(seed, int | np.integer) or not 0 <= int(seed) <= _MAX_SEED:
+            raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
+        seed = int(seed)
+        layout = Layout.of(tensors)
+        n = layout.total
+        residual = None
+        if self.feedback is not None and state is not None:
+            if set(state) != set(tensors):
+                raise ValueError(f"state names {sorted(state)} differ from tensor names {sorted(tensors)}")
+            residual = state
+        flat = layout.flatten(tensors, residual, self.feedback.decay if self.feedback else 1.0)
+        _check_finite(flat, layout)
+
+        st = self._quantize(flat, layout, seed)
+        q = self.quantizer
+        value_sec = self.coder.encode(st.symbols, q.symbol_bits(st.nonzero))
+        index_sec, side = st.index, st.side
+        lengths = (len(index_sec.data), len(side), len(value_sec.data))
+        payload, _ = wire.pack(
+            wire.Header(self.spec, seed, layout.infos, lengths), [index_sec.data, side, value_sec.data]
+        )
+
+        new_state = None
+        if self.feedback is not None:
+            recon = q.decode(st.symbols, side, st.starts, st.nonzero)[: st.values.size]
+            if st.idx is None:
+                np.subtract(flat, recon, out=flat)
+            else:
+                flat[st.idx] -= recon
+            new_state = layout.split(flat)
+        coded = index_sec.coded + value_sec.coded
+        return EncodeResult(
+            payload=payload,
+            state=new_state,
+            raw_bytes=4 * n,
+            metadata_bytes=len(payload) - coded,
+            value_bytes=value_sec.coded,
+            index_bytes=index_sec.coded,
+        )
+
+    def _quantize(self, flat: np.ndarray, layout: Layout, seed: int) -> _Quantized:
+        sp, q = self.sparsifier, self.quantizer
+        nonzero = bool(sp and sp.nonzero)
+        n = layout.total
+        if sp is not None:
+            idx = sp.select(flat, layout, seed)
+            values = flat[idx]
+            factor = sp.value_scale(n, idx.size)
+            if factor != 1.0:
+                values *= np.float32(factor)
+            index_sec = sp.encode_index(idx, n, seed)
+        else:
+            idx, values, index_sec = None, flat, Encoded(b"", 0)
+        starts = layout.group_starts(q.grouping, idx, values.size)
+        symbols, side = q.encode(values, starts, np.random.default_rng([seed, 0x51]), nonzero)
+        return _Quantized(idx, values, starts, symbols, side, index_sec, nonzero)
+
+    def symbols(
+        self, tensors: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray] | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, int]:
+        """The integer symbols the coder would see and their bit width (for diagnostics and benchmarks)."""
+        layout = Layout.of(tensors)
+        decay = self.feedback.decay if self.feedback else 1.0
+        flat = layout.flatten(tensors, state if self.feedback else None, decay)
+        st = self._quantize(flat, layout, int(seed))
+        return st.symbols, self.quantizer.symbol_bits(st.nonzero)
+
+    # ------------------------------------------------------------ decode
+
+    def _decode_sections(
+        self, layout: Layout, seed: int, sections: list[memoryview]
+    ) -> dict[str, np.ndarray]:
+        n = layout.total
+        sp, q = self.sparsifier, self.quantizer
+        nonzero = bool(sp and sp.nonzero)
+        index_data, side, value_data = sections
+        if sp is not None:
+            idx = sp.decode_index(index_data, n, seed)
+        else:
+            if len(index_data):
+                raise PayloadError("dense pipeline with a non-empty index section")
+            idx = None
+        k = n if idx is None else idx.size
+        starts = layout.group_starts(q.grouping, idx, k)
+        symbols = self.coder.decode(value_data, q.symbol_count(k), q.symbol_bits(nonzero))
+        values = q.decode(symbols, side, starts, nonzero)
+        if values.size < k:
+            raise PayloadError(f"decoded {values.size} values, expected {k}")
+        values = values[:k]
+        if not np.isfinite(values).all():
+            raise PayloadError("decoded values contain NaN or Inf")
+        if idx is None:
+            flat = values
+        else:
+            flat = np.zeros(n, np.float32)
+            flat[idx] = values
+        return layout.split(flat)
+
+
+@dataclass
+class _Quantized:
+    """Intermediate results of one encode, shared by the coder and the error-feedback update."""
+
+    idx: np.ndarray | None
+    values: np.ndarray
+    starts: np.ndarray
+    symbols: np.ndarray
+    side: bytes
+    index: Encoded
+    nonzero: bool
+
+
+def _check_finite(flat: np.ndarray, layout: Layout) -> None:
+    """Reject NaN/Inf input (it would poison the residual forever); one cheap sum decides the common case."""
+    if np.isfinite(flat.sum(dtype=np.float64)):
+        return
+    for name, arr in layout.split(flat).items():
+        if not np.isfinite(arr).all():
+            raise ValueError(
+                f"tensor {name!r} contains NaN or Inf (after adding the error-feedback residual)"
+            )
+
+
+def _check_expected(infos: tuple[wire.TensorInfo, ...], expected: Mapping[str, tuple] | None) -> None:
+    if expected is None:
+        return
+    got = {t.name: t for t in infos}
+    if set(got) != set(expected):
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        raise PayloadError(f"tensor names disagree with the model: missing {missing}, unexpected {extra}")
+    for name, (shape, dtype) in expected.items():
+        t = got[name]
+        if tuple(int(d) for d in shape) != t.shape:
+            raise PayloadError(f"tensor {name!r}: payload shape {t.shape}, model expects {tuple(shape)}")
+        want = dtype if dtype == "bfloat16" else str(np.dtype(dtype))
+        if want != t.dtype:
+            raise PayloadError(f"tensor {name!r}: payload dtype {t.dtype}, model expects {want}")
+
+
+def decode(
+    payload: bytes | bytearray | memoryview,
+    expected: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
+    max_output_bytes: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Decode any payload to float32 tensors, validating everything before allocating.
+
+    ``expected`` maps name -> (shape, dtype) of the model; ``max_output_bytes`` bounds the decoded
+    float32 size
+    (default 4 GiB). Raises :class:`PayloadError` with the reason on any malformed or hostile payload.
+    """
+    header, sections = wire.unpack(payload)
+    try:
+        pipe = Pipeline.parse(header.spec)
+    except ValueError as exc:
+        raise PayloadError(f"payload names an unknown or invalid codec: {exc}") from exc
+    _check_expected(header.tensors, expected)
+    bound = DEFAULT_MAX_OUTPUT_BYTES if max_output_bytes is None else int(max_output_bytes)
+    total = sum(t.size for t in header.tensors)
+    if 4 * total > bound:
+        raise PayloadError(f"payload declares {4 * total} bytes of output, above the bound of {bound}")
+    if len(sections) != N_SECTIONS:
+        raise PayloadError(f"payload has {len(sections)} sections, expected {N_SECTIONS}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # hostile scales may overflow: checked after
+            return pipe._decode_sections(Layout(header.tensors), header.seed, sections)
+    except PayloadError:
+        raise
+    except (ValueError, IndexError, OverflowError, struct.error) as exc:
+        raise PayloadError(f"malformed payload: {exc}") from exc
