@@ -13,7 +13,7 @@ PAYLOAD_KEY = "payload"
 
 
 def payload_record(payload: bytes) -> ArrayRecord:
-    return ArrayRecord({PAYLOAD_KEY: Array(dtype="uint8", shape=[len(payload)], stype=STYPE, data=payload)})
+    return ArrayRecord({PAYLOAD_KEY: Array(dtype="uint8", shape=(len(payload),), stype=STYPE, data=payload)})
 
 
 def payload_of(record: ArrayRecord) -> bytes | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import replace
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -71,6 +72,7 @@ class FedCompress(Strategy):
         self.downlink_spec = downlink
         self.uplink = None if uplink == IDENTITY else _pipeline(uplink)
         self.downlink = None if downlink == IDENTITY else _pipeline(downlink)
+        self.tracks_models = self.uplink is not None or self.downlink is not None
         self.ledger = ledger or Ledger()
         self.key = arrayrecord_key
         self.on_reject = on_reject
@@ -89,7 +91,7 @@ class FedCompress(Strategy):
         config[UPLINK_KEY] = self.uplink_spec
         config[SEED_KEY] = self.seed
         messages = list(self.inner.configure_train(server_round, arrays, config, view))  # type: ignore[arg-type]
-        global_np = record_to_numpy(arrays) if (self.uplink or self.downlink) else None
+        global_np = _float32(record_to_numpy(arrays)) if self.tracks_models else None
         if global_np is not None:
             self._shapes = {k: (v.shape, "float32") for k, v in global_np.items()}
         self.received.clear()
@@ -151,6 +153,7 @@ class FedCompress(Strategy):
         for reply in replies:
             node = reply.metadata.src_node_id
             pid = self.partition_of.get(node, -1)
+            measured = self._measure_uplink(server_round, pid, node, reply)  # before decoding replaces the payload
             reason = ""
             if reply.has_error():
                 reason = f"client error: {reply.error.reason}"
@@ -160,7 +163,7 @@ class FedCompress(Strategy):
                     self._decode_reply(pid, reply)
                 except ValueError as err:  # PayloadError is a ValueError
                     reason = f"rejected payload: {err}"
-            self._record_uplink(server_round, pid, node, reply, reason)
+            self.ledger.record(replace(measured, rejected=reason))
             if reason:
                 self.rejections[server_round] = self.rejections.get(server_round, 0) + 1
                 log.warning("round %d: client partition %d: %s", server_round, pid, reason)
@@ -203,24 +206,21 @@ class FedCompress(Strategy):
             if not np.isfinite(a).all():
                 raise ValueError(f"tensor {k!r} holds NaN or Inf")
 
-    def _record_uplink(self, server_round: int, pid: int, node: int, reply: Message, reason: str) -> None:
+    def _measure_uplink(self, server_round: int, pid: int, node: int, reply: Message) -> Transfer:
         has_arrays = not reply.has_error() and self.key in reply.content
         payload = reply.content[self.key] if has_arrays else None
         raw = raw_nbytes(self.received[pid]) if pid in self.received else (4 * _numel(payload) if payload else 0)
-        self.ledger.record(
-            Transfer(
-                round=server_round,
-                partition_id=pid,
-                node_id=node,
-                direction="uplink",
-                message_bytes=wire_bytes(reply),
-                payload_bytes=wire_bytes(payload) if payload is not None else 0,
-                raw_bytes=raw,
-                encoded_bytes=array_data_bytes(payload) if payload is not None else 0,
-                metadata_bytes=self._reported_metadata(reply),
-                codec=self.uplink_spec,
-                rejected=reason,
-            )
+        return Transfer(
+            round=server_round,
+            partition_id=pid,
+            node_id=node,
+            direction="uplink",
+            message_bytes=wire_bytes(reply),
+            payload_bytes=wire_bytes(payload) if payload is not None else 0,
+            raw_bytes=raw,
+            encoded_bytes=array_data_bytes(payload) if payload is not None else 0,
+            metadata_bytes=self._reported_metadata(reply),
+            codec=self.uplink_spec,
         )
 
     @staticmethod
@@ -247,6 +247,11 @@ def _decode(payload: bytes, shapes: dict[str, tuple[tuple[int, ...], str]]) -> A
     from fedcompress.codecs import decode
 
     return OrderedDict(decode(payload, expected=shapes, max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in shapes.values())))
+
+
+def _float32(arrays: Arrays) -> Arrays:
+    """Server strategies such as FedAdam aggregate in float64; models and codecs work in float32."""
+    return OrderedDict((k, v.astype(np.float32, copy=False)) for k, v in arrays.items())
 
 
 def _numel(record: ArrayRecord) -> int:
