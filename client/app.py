@@ -7,7 +7,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcompress.config import RunConfig
-from fedcompress.flower.mod import compression_mod
+from fedcompress.flower.mod import make_compression_mod
 from fedcompress.flower.records import load_record, numpy_to_record, state_to_numpy
 from fedcompress.flower.sampling import QUERY_PARTITION
 from fedcompress.task import client_partition, dataset, make_model
@@ -15,6 +15,14 @@ from fedcompress.training import evaluate, train
 
 torch.set_num_threads(1)  # one core per virtual client; Ray sizes actors by CPUs
 app = ClientApp()
+
+
+def _initial_model(context: Context) -> dict:
+    """The run's initial model, rebuilt from its seed: the base of a first compressed downlink."""
+    return state_to_numpy(make_model(RunConfig.from_run_config(context.run_config)))
+
+
+compression_mod = make_compression_mod(_initial_model)
 
 
 def _partition_id(context: Context) -> int:

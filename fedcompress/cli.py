@@ -73,11 +73,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return int(codecs.main(args.rest) or 0)
 
 
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run a grid of simulations from a TOML spec, and report on it")
+    ssub = p.add_subparsers(dest="study_command", required=True)
+    run = ssub.add_parser("run", help="run every cell of a study spec (resumes; failed cells do not stop it)")
+    run.add_argument("spec", help="a spec file, or the name of one in simulations/studies/ (e.g. femnist_uplink)")
+    run.add_argument("--quick", action="store_true", help="the spec's [quick] variant (CI-sized)")
+    run.add_argument("--out", help="output folder (default runs/studies/<name>[-quick])")
+    run.add_argument("--only", help="run only cells whose id matches this glob (plain text: substring)")
+    run.add_argument("--timeout", type=float, help="seconds allowed per cell")
+    run.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    run.add_argument("--verbose", action="store_true", help="show every round line and Flower's own output")
+    report = ssub.add_parser("report", help="write report.md, report.csv and plots for a study folder")
+    report.add_argument("dir", help="the study folder (OUT of `study run`)")
+    report.add_argument("--out", help="where to write the report (default: the study folder)")
+    report.add_argument("--target", action="append", help="override a target accuracy: DATASET=ACC (repeatable)")
+
+    def _run(args: argparse.Namespace) -> int:
+        from simulations.study.commands import cmd_run
+
+        return cmd_run(args)
+
+    def _report(args: argparse.Namespace) -> int:
+        from simulations.study.commands import cmd_report
+
+        return cmd_report(args)
+
+    run.set_defaults(func=_run)
+    report.set_defaults(func=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
     _add_bench(sub)
+    _add_study(sub)
     return parser
 
 

@@ -50,6 +50,8 @@ class RunConfig:
     run_dir: str = ""
     uplink: str = "identity"
     downlink: str = "identity"
+    downlink_shared_init: bool = True
+    target_accuracy: float = 0.0
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -90,6 +92,7 @@ class RunConfig:
         need(self.model in MODEL_CHOICES, "model", f"one of {MODEL_CHOICES}")
         need(0 < self.width <= 4, "width", "a number in (0, 4]")
         need(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}")
+        need(0 <= self.target_accuracy <= 1, "target-accuracy", "a number in [0, 1] (0 = run every round)")
         need(self.eval_every >= 0, "eval-every", "an integer >= 0 (0 = only the last round)")
 
     def as_run_config(self) -> dict[str, Any]:

@@ -64,16 +64,40 @@ def simulate(
 
         if default_data_dir().exists():
             overrides["data-dir"] = str(default_data_dir().resolve())
-    nodes = num_supernodes or cfg.num_partitions
+    tail = run_flower_app(
+        app_dir, overrides, num_supernodes or cfg.num_partitions,
+        cpus_per_client=cpus_per_client, echo=echo, verbose=verbose, timeout=timeout,
+    )  # fmt: skip
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if summary.get("status") != "complete":
+        reason = summary.get("error") or "no summary written"
+        log = "\n".join(tail[-25:])
+        raise SimulationError(f"run did not complete ({reason}); last output:\n{log}")
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def run_flower_app(
+    app_dir: Path,
+    overrides: dict[str, Any],
+    num_supernodes: int,
+    *,
+    cpus_per_client: float = 1.0,
+    echo: Callable[[str], None] | None = print,
+    verbose: bool = False,
+    timeout: float | None = None,
+) -> list[str]:
+    """`flwr run APP --stream` on the simulation engine in a private FLWR_HOME; returns the last output lines."""
     with tempfile.TemporaryDirectory(prefix="fedcompress-flwr-") as home:
         cfg_file = Path(home) / "run-config.toml"
         cfg_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in overrides.items()))
         env = {**os.environ, **OFFLINE_ENV, "FLWR_HOME": home}
-        env.setdefault("PYTHONPATH", str(app_dir))
         cmd = [
             sys.executable, "-m", "flwr.cli.app", "run", str(app_dir), "--stream",
             "--run-config", str(cfg_file),
-            "--federation-config", f"num-supernodes={nodes} client-resources-num-cpus={_toml_value(cpus_per_client)}",
+            "--federation-config",
+            f"num-supernodes={num_supernodes} client-resources-num-cpus={_toml_value(cpus_per_client)}",
         ]  # fmt: skip
         tail: list[str] = []
         try:
@@ -90,14 +114,7 @@ def simulate(
             proc.wait()
         finally:
             _stop_local_superlink(home)
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    if summary.get("status") != "complete":
-        reason = summary.get("error") or "no summary written"
-        log = "\n".join(tail[-25:])
-        raise SimulationError(f"run did not complete ({reason}); last output:\n{log}")
-    summary["run_dir"] = str(run_dir)
-    return summary
+    return tail
 
 
 def _check_data(cfg: RunConfig) -> None:

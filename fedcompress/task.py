@@ -48,7 +48,7 @@ def client_partition(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.
     return split_train_val(parts[partition_id], cfg.val_fraction, cfg.seed + partition_id)
 
 
-def make_strategy(cfg: RunConfig, initial: "object | None" = None):  # noqa: ANN201
+def make_strategy(cfg: RunConfig, initial: object | None = None):  # noqa: ANN201
     """The inner Flower strategy named in the config, set to train every node the wrapper shows it."""
     from flwr.serverapp import strategy as fl
 

@@ -20,6 +20,14 @@ from fedcompress.task import dataset, make_model, make_strategy
 from fedcompress.training import evaluate
 
 log = logging.getLogger("fedcompress")
+
+
+class TargetReached(Exception):  # noqa: N818 - a signal, not an error
+    """Raised from central evaluation to end a run once `target-accuracy` is reached."""
+
+    def __init__(self, server_round: int) -> None:
+        super().__init__(f"target reached at round {server_round}")
+        self.round = server_round
 app = ServerApp()
 
 
@@ -39,6 +47,8 @@ def main(grid: Grid, context: Context) -> None:
     print(f"fedcompress: run directory {recorder.run_dir}", flush=True)
     try:
         _run(grid, cfg, recorder)
+    except TargetReached as reached:
+        print(f"fedcompress: target accuracy {cfg.target_accuracy} reached at round {reached.round}; stopping", flush=True)
     except BaseException as err:
         recorder.finish(status="failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -63,6 +73,7 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
         uplink=cfg.uplink,
         downlink=cfg.downlink,
         ledger=recorder.ledger,
+        shared_initial={k: v.copy() for k, v in state_to_numpy(model).items()} if cfg.downlink_shared_init else None,
     )
 
     def central_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -83,6 +94,8 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
                 f"{row['seconds']:.2f} s" + (f"  rejected {row['rejected']}" if row["rejected"] else ""),
                 flush=True,
             )
+        if server_round > 0 and cfg.target_accuracy > 0 and (row["accuracy"] or 0.0) >= cfg.target_accuracy:
+            raise TargetReached(server_round)
         return MetricRecord({k: v for k, v in metrics.items() if v is not None}) if due else None
 
     strategy.start(

@@ -48,7 +48,7 @@ def _ans_encode(symbols: np.ndarray) -> tuple[bytes, bytes] | None:
 
     lo, hi = int(symbols.min()), int(symbols.max())
     m = hi - lo + 1
-    if m > MAX_ANS_ALPHABET:
+    if m > MAX_ANS_ALPHABET or m < 2:  # one symbol: nothing to code (zstd's run-length does it in a few bytes)
         return None
     counts = np.bincount(symbols.astype(np.int64) - lo, minlength=m)
     width = 1 if counts.max() < 1 << 8 else 2 if counts.max() < 1 << 16 else 4

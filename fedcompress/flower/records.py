@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 
 import numpy as np
@@ -36,3 +37,12 @@ def wire_bytes(obj: Message | ArrayRecord) -> int:
     not estimated from parameter counts.
     """
     return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """A short content hash of float32 tensors: client and server check they hold the same base model."""
+    h = hashlib.sha256()
+    for name, a in arrays.items():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(a, dtype=np.float32).data)
+    return h.hexdigest()[:16]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import replace
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedcompress.flower.payload import array_data_bytes, payload_of, payload_record, raw_nbytes
-from fedcompress.flower.records import numpy_to_record, record_to_numpy, wire_bytes
+from fedcompress.flower.records import arrays_digest, numpy_to_record, record_to_numpy, wire_bytes
 from fedcompress.flower.sampling import NodesView, sample_partitions
 from fedcompress.ledger import Ledger, Transfer
 
@@ -26,6 +26,7 @@ log = logging.getLogger("fedcompress")
 
 UPLINK_KEY = "fedcompress.uplink"
 BASE_ROUND_KEY = "fedcompress.base-round"
+BASE_DIGEST_KEY = "fedcompress.base-digest"
 SEED_KEY = "fedcompress.seed"
 METADATA_METRIC = "fedcompress.metadata-bytes"
 IDENTITY = "identity"
@@ -43,7 +44,10 @@ class FedCompress(Strategy):
     """Compress both directions around an inner strategy.
 
     Downlink: a client that holds an earlier model (the server tracks exactly what each client reconstructed)
-    gets `global - held` through the downlink pipeline; a client that holds none gets the full fp32 model.
+    gets `global - held` through the downlink pipeline; a client that holds none gets the full fp32 model, unless
+    `shared_initial` is given: the initial model every client rebuilds by itself from the run's seed, which then
+    serves as round 0's base (the client checks its digest and reports an error if it differs; that client then
+    gets full models).
     Tracking the reconstruction makes the downlink self-correcting: what one round dropped is in the next delta.
     Uplink: clients send `local - received` through the uplink pipeline (their client mod keeps error feedback);
     the server rebuilds `received + delta`. Payloads that fail validation are rejected, logged with the client's
@@ -62,6 +66,7 @@ class FedCompress(Strategy):
         ledger: Ledger | None = None,
         arrayrecord_key: str = "arrays",
         on_reject: Callable[[int, int, str], None] | None = None,
+        shared_initial: Arrays | None = None,
     ) -> None:
         self.inner = inner
         self.partitions = dict(partitions)
@@ -77,6 +82,8 @@ class FedCompress(Strategy):
         self.key = arrayrecord_key
         self.on_reject = on_reject
         self.held: dict[int, tuple[int, Arrays]] = {}  # pid -> (round, model the client holds)
+        self.shared_initial = _float32(shared_initial) if shared_initial is not None else None
+        self.no_shared_base: set[int] = set()  # clients that could not rebuild the shared initial model
         self.received: dict[int, Arrays] = {}  # pid -> model the client starts this round's training from
         self.rejections: dict[int, int] = {}
         self.train_metrics: dict[int, MetricRecord | None] = {}
@@ -127,6 +134,8 @@ class FedCompress(Strategy):
             return content, IDENTITY, None, 0
         config = ConfigRecord(dict(content["config"]))
         held = self.held.get(pid)
+        if held is None and self.shared_initial is not None and pid not in self.no_shared_base:
+            held = (0, self.shared_initial)
         if self.downlink is None or held is None:
             received, record, codec, enc, meta = global_np, content[self.key], IDENTITY, None, 0
             if self.downlink is not None:
@@ -139,6 +148,7 @@ class FedCompress(Strategy):
             received = OrderedDict((k, base[k] + decoded[k]) for k in base)
             record, codec, enc, meta = payload_record(res.payload), self.downlink_spec, len(res.payload), res.metadata_bytes
             config[BASE_ROUND_KEY] = base_round
+            config[BASE_DIGEST_KEY] = arrays_digest(base)
         if self.downlink is not None:
             self.held[pid] = (server_round, received)
         self.received[pid] = received
@@ -158,6 +168,7 @@ class FedCompress(Strategy):
             if reply.has_error():
                 reason = f"client error: {reply.error.reason}"
                 self.held.pop(pid, None)  # it may not hold what we think: send it the full model next time
+                self.no_shared_base.add(pid)
             else:
                 try:
                     self._decode_reply(pid, reply)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+
+from fedcompress.flower.payload import payload_of
 
 
 class LoopbackGrid:
@@ -27,6 +29,7 @@ class LoopbackGrid:
         }
         self.tamper = tamper
         self.sent: list[Message] = []
+        self.sent_encoded: list[bool] = []  # whether each train message carried an encoded payload when sent
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
@@ -35,8 +38,13 @@ class LoopbackGrid:
         replies = []
         for msg in messages:
             self.sent.append(msg)
+            if msg.metadata.message_type == "train":
+                self.sent_encoded.append(payload_of(msg.content["arrays"]) is not None)
             ctx = self.contexts[msg.metadata.dst_node_id]
-            reply = self.app(msg, ctx)
+            try:
+                reply = self.app(msg, ctx)
+            except Exception as err:  # as Flower does: a ClientApp exception becomes an error reply
+                reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
             if self.tamper is not None:
                 reply = self.tamper(int(ctx.node_config["partition-id"]), reply)
             replies.append(reply)

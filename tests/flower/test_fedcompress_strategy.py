@@ -26,12 +26,13 @@ def _config(**kw: object) -> RunConfig:
     return RunConfig.from_run_config({**base, **kw})
 
 
-def _run(cfg: RunConfig, rounds: int, tamper=None):  # noqa: ANN001, ANN202
+def _run(cfg: RunConfig, rounds: int, tamper=None, shared_initial=None):  # noqa: ANN001, ANN202
     grid = LoopbackGrid(client_app, cfg.as_run_config(), cfg.num_partitions, tamper=tamper)
     ledger = Ledger()
     strategy = FedCompress(
         make_strategy(cfg), partitions=discover_partitions(grid, cfg.num_partitions),
         clients_per_round=cfg.clients_per_round, seed=cfg.seed, uplink=cfg.uplink, downlink=cfg.downlink, ledger=ledger,
+        shared_initial=shared_initial,
     )  # fmt: skip
     model = make_model(cfg)
     initial = numpy_to_record(state_to_numpy(model))
@@ -63,6 +64,24 @@ def test_downlink_tracks_exactly_what_each_client_holds() -> None:
         client_held = record_to_numpy(ctx.state["fedcompress.held"])
         for k in held:
             np.testing.assert_array_equal(held[k], client_held[k])
+
+
+def test_first_downlink_is_a_delta_from_the_seeded_initial_model() -> None:
+    cfg = _config(uplink=SPARSE, downlink="topk(0.1) > uniform(4) > entropy")
+    initial = {k: v.copy() for k, v in state_to_numpy(make_model(cfg)).items()}
+    strategy, ledger, grid, acc, _, _ = _run(cfg, rounds=3, shared_initial=initial)
+    assert all(grid.sent_encoded)  # no full fp32 model, even at first contact
+    assert ledger.cumulative["downlink_encoded_bytes"] * 8 < ledger.cumulative["downlink_raw_bytes"]
+    assert acc > 0.4 and not strategy.rejections.get(1)
+
+
+def test_client_with_a_different_initial_model_errors_then_gets_full_models() -> None:
+    cfg = _config(uplink=SPARSE, downlink="uniform(8) > entropy", **{"clients-per-round": 5})
+    wrong = {k: v + 1.0 for k, v in state_to_numpy(make_model(cfg)).items()}
+    strategy, _, grid, _, _, _ = _run(cfg, rounds=2, shared_initial=wrong)
+    assert strategy.rejections[1] == 5  # every client refused a delta against a base it does not hold
+    assert strategy.rejections.get(2, 0) == 0 and strategy.no_shared_base == set(range(5))
+    assert grid.sent_encoded == [True] * 5 + [False] * 5
 
 
 def _corrupt(kind: str):  # noqa: ANN202
@@ -120,6 +139,6 @@ def test_identity_sends_what_stock_flower_sends() -> None:
     cfg = _config()
     _, ledger, grid, acc, _, _ = _run(cfg, rounds=2)
     train_msgs = [m for m in grid.sent if m.metadata.message_type == "train"]
-    assert all(payload_of(m.content["arrays"]) is None for m in train_msgs)
+    assert not any(grid.sent_encoded)
     assert ledger.cumulative["uplink_raw_bytes"] <= ledger.cumulative["uplink_encoded_bytes"] < 1.05 * ledger.cumulative["uplink_raw_bytes"]
     assert isinstance(train_msgs[0].content["config"], ConfigRecord) and isinstance(train_msgs[0].content, RecordDict)
