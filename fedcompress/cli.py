@@ -82,6 +82,7 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--out", help="output folder (default runs/studies/<name>[-quick])")
     run.add_argument("--only", help="run only cells whose id matches this glob (plain text: substring)")
     run.add_argument("--timeout", type=float, help="seconds allowed per cell")
+    run.add_argument("--retries", type=int, default=1, help="reruns of a cell whose simulation broke (default 1)")
     run.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     run.add_argument("--verbose", action="store_true", help="show every round line and Flower's own output")
     report = ssub.add_parser("report", help="write report.md, report.csv and plots for a study folder")

@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "fedmedian", "krum")
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
 MODEL_CHOICES = ("auto", "cnn8", "cnn28", "cnn32", "lstm")
+TIER_TRAINING = ("distill", "separate", "heterofl")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,16 @@ class RunConfig:
     downlink: str = "identity"
     downlink_shared_init: bool = True
     target_accuracy: float = 0.0
+    tiers: str = ""
+    tier_mix: str = ""
+    tier_training: str = "distill"
+    distill_epochs: int = 1
+    distill_lr: float = 0.001
+    distill_tau: float = 2.0
+    distill_proxy_fraction: float = 0.05
+    distill_feature_weight: float = 0.0
+    distill_relation_weight: float = 0.0
+    distill_teachers: str = "all"
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -93,6 +104,18 @@ class RunConfig:
         need(0 < self.width <= 4, "width", "a number in (0, 4]")
         need(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}")
         need(0 <= self.target_accuracy <= 1, "target-accuracy", "a number in [0, 1] (0 = run every round)")
+        need(self.tier_training in TIER_TRAINING, "tier-training", f"one of {TIER_TRAINING}")
+        need(self.distill_teachers in ("all", "wider"), "distill-teachers", "'all' or 'wider'")
+        need(self.distill_epochs >= 0, "distill-epochs", "an integer >= 0")
+        need(self.distill_lr > 0, "distill-lr", "a number > 0")
+        need(self.distill_tau > 0, "distill-tau", "a number > 0")
+        need(0 < self.distill_proxy_fraction < 1, "distill-proxy-fraction", "a number in (0, 1)")
+        need(self.distill_feature_weight >= 0, "distill-feature-weight", "a number >= 0")
+        need(self.distill_relation_weight >= 0, "distill-relation-weight", "a number >= 0")
+        if self.tiers or self.tier_mix:
+            from fedcompress.devices.config import parse_tier_config
+
+            parse_tier_config(self.tiers, self.tier_mix)  # raises ConfigError naming the bad entry
         need(self.eval_every >= 0, "eval-every", "an integer >= 0 (0 = only the last round)")
 
     def as_run_config(self) -> dict[str, Any]:

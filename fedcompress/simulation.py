@@ -6,9 +6,11 @@ stop that SuperLink (and its simulation process) when the run ends, so nothing i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -92,7 +94,7 @@ def run_flower_app(
     with tempfile.TemporaryDirectory(prefix="fedcompress-flwr-") as home:
         cfg_file = Path(home) / "run-config.toml"
         cfg_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in overrides.items()))
-        env = {**os.environ, **OFFLINE_ENV, "FLWR_HOME": home}
+        env = {**os.environ, **OFFLINE_ENV, "FLWR_HOME": home, **_private_ports()}
         cmd = [
             sys.executable, "-m", "flwr.cli.app", "run", str(app_dir), "--stream",
             "--run-config", str(cfg_file),
@@ -115,6 +117,21 @@ def run_flower_app(
         finally:
             _stop_local_superlink(home)
     return tail
+
+
+def _private_ports() -> dict[str, str]:
+    """Free loopback ports for this launch's local SuperLink, so concurrent simulations never share one
+    (by default every `flwr run` on a machine talks to the SuperLink on 39091, whoever started it)."""
+    ports = []
+    socks = [socket.socket() for _ in range(2)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+            ports.append(str(s.getsockname()[1]))
+    finally:
+        for s in socks:
+            s.close()
+    return {"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": ports[0], "FLWR_LOCAL_CONTROL_API_PORT": ports[1]}
 
 
 def _check_data(cfg: RunConfig) -> None:
@@ -140,22 +157,35 @@ def _toml_value(value: Any) -> str:
 
 
 def _stop_local_superlink(flwr_home: str) -> None:
-    """Stop the detached SuperLink that `flwr run` started for this FLWR_HOME, with its process group."""
+    """Stop the detached SuperLink that `flwr run` started for this FLWR_HOME, and everything it started
+    (the simulation process and its Ray workers), so no run leaves processes behind."""
+    procs = _process_table()
+    roots = [pid for pid, (_, cmd) in procs.items() if "flower-superlink" in cmd and flwr_home in cmd]
+    doomed = set(roots)
+    grew = True
+    while grew:  # add descendants until none are new
+        new = {pid for pid, (ppid, _) in procs.items() if ppid in doomed} - doomed
+        doomed |= new
+        grew = bool(new)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in doomed):
+            time.sleep(0.1)
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} from /proc."""
+    table: dict[int, tuple[int, str]] = {}
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
         try:
-            cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if "flower-superlink" in cmdline and flwr_home in cmdline:
-            pid = int(pid_dir.name)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                for _ in range(50):
-                    if not Path(f"/proc/{pid}").exists():
-                        break
-                    time.sleep(0.1)
+        table[int(pid_dir.name)] = (ppid, cmd)
+    return table

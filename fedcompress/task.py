@@ -37,15 +37,30 @@ def _partitions(
     return tuple(partition(ds, scheme, n, alpha=alpha, shards_per_client=shards, seed=seed))
 
 
+def uses_proxy(cfg: RunConfig) -> bool:
+    """Tiered runs keep a proxy set on the server (for distillation), the same for every way of training tiers."""
+    return bool(cfg.tiers)
+
+
+def proxy_indices(cfg: RunConfig) -> np.ndarray:
+    """The train examples the server keeps as an unlabeled proxy set (withheld from every client), seeded."""
+    n = len(dataset(cfg).y_train)
+    rng = np.random.default_rng([cfg.seed, 0x9E37])
+    return np.sort(rng.choice(n, size=max(1, int(round(cfg.distill_proxy_fraction * n))), replace=False))
+
+
 def client_partition(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices) of one client, fixed by the seed."""
     parts = _partitions(
         cfg.dataset, cfg.data_dir, cfg.partitioning, cfg.num_partitions, cfg.dirichlet_alpha,
         cfg.shards_per_client, cfg.seed,
-    )
+    )  # fmt: skip
     if not 0 <= partition_id < len(parts):
         raise ValueError(f"partition-id {partition_id} outside [0, {len(parts)}) for num-partitions={len(parts)}")
-    return split_train_val(parts[partition_id], cfg.val_fraction, cfg.seed + partition_id)
+    mine = parts[partition_id]
+    if uses_proxy(cfg):
+        mine = np.setdiff1d(mine, proxy_indices(cfg), assume_unique=True)
+    return split_train_val(mine, cfg.val_fraction, cfg.seed + partition_id)
 
 
 def make_strategy(cfg: RunConfig, initial: object | None = None):  # noqa: ANN201

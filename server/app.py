@@ -7,16 +7,20 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedcompress.config import RunConfig
+from fedcompress.devices import DeviceProfile, artefact_size_fn, assign_tiers, fit_tier
+from fedcompress.devices.config import parse_tier_config
 from fedcompress.flower.records import load_record, numpy_to_record, state_to_numpy
 from fedcompress.flower.sampling import discover_partitions
 from fedcompress.flower.strategy import FedCompress
+from fedcompress.flower.tiered import TieredStrategy
 from fedcompress.ledger import RunRecorder
-from fedcompress.task import dataset, make_model, make_strategy
+from fedcompress.task import dataset, make_model, make_strategy, proxy_indices
 from fedcompress.training import evaluate
 
 log = logging.getLogger("fedcompress")
@@ -64,17 +68,21 @@ def main(grid: Grid, context: Context) -> None:
 def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
     ds = dataset(cfg)
     model = make_model(cfg)
-    partitions = discover_partitions(grid, cfg.num_partitions)
-    strategy = FedCompress(
-        make_strategy(cfg),
-        partitions=partitions,
-        clients_per_round=cfg.clients_per_round,
-        seed=cfg.seed,
-        uplink=cfg.uplink,
-        downlink=cfg.downlink,
-        ledger=recorder.ledger,
-        shared_initial={k: v.copy() for k, v in state_to_numpy(model).items()} if cfg.downlink_shared_init else None,
-    )
+    declared: dict[int, dict] = {}
+    partitions = discover_partitions(grid, cfg.num_partitions, declared=declared)
+    if cfg.tiers:
+        strategy = _tiered_strategy(cfg, partitions, declared, recorder)
+    else:
+        strategy = FedCompress(
+            make_strategy(cfg),
+            partitions=partitions,
+            clients_per_round=cfg.clients_per_round,
+            seed=cfg.seed,
+            uplink=cfg.uplink,
+            downlink=cfg.downlink,
+            ledger=recorder.ledger,
+            shared_initial={k: v.copy() for k, v in state_to_numpy(model).items()} if cfg.downlink_shared_init else None,
+        )
 
     def central_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         last = server_round == cfg.num_server_rounds
@@ -83,6 +91,9 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
         if due:
             load_record(model, arrays)
             metrics["loss"], metrics["accuracy"] = evaluate(model, ds.x_test, ds.y_test)
+            if isinstance(strategy, TieredStrategy):  # every tier's model on the same test set
+                for t, tier_model in strategy.tier_models().items():
+                    metrics[f"accuracy/{t}"] = evaluate(tier_model, ds.x_test, ds.y_test)[1]
         train_metrics = strategy.train_metrics.get(server_round)
         train_loss = float(train_metrics["train_loss"]) if train_metrics and "train_loss" in train_metrics else None
         row = recorder.end_round(server_round, {**metrics, "train_loss": train_loss})
@@ -98,11 +109,65 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
             raise TargetReached(server_round)
         return MetricRecord({k: v for k, v in metrics.items() if v is not None}) if due else None
 
-    strategy.start(
-        grid=grid,
-        initial_arrays=numpy_to_record(state_to_numpy(model)),
-        num_rounds=cfg.num_server_rounds,
-        train_config=ConfigRecord({"lr": cfg.learning_rate}),
-        evaluate_fn=central_eval,
-    )
+    try:
+        strategy.start(
+            grid=grid,
+            initial_arrays=numpy_to_record(state_to_numpy(model)),
+            num_rounds=cfg.num_server_rounds,
+            train_config=ConfigRecord({"lr": cfg.learning_rate}),
+            evaluate_fn=central_eval,
+        )
+    finally:
+        _save_models(recorder.run_dir, strategy, model)
+
+
+def _save_models(run_dir: Path, strategy: FedCompress | TieredStrategy, model: torch.nn.Module) -> None:
+    """The final model(s) as state dicts: models/global.pt, or models/<tier>.pt per tier (for `fedcompress export`)."""
+    out = run_dir / "models"
+    out.mkdir(exist_ok=True)
+    if isinstance(strategy, TieredStrategy):
+        for t, m in strategy.tier_models().items():
+            torch.save(m.state_dict(), out / f"{t}.pt")
+    else:
+        torch.save(model.state_dict(), out / "global.pt")
+
+
+def _tiered_strategy(
+    cfg: RunConfig, partitions: dict[int, int], declared: dict[int, dict], recorder: RunRecorder
+) -> TieredStrategy:
+    """Tiers from the config; a node that declared a device profile gets the largest tier that fits it."""
+    tiers, mix = parse_tier_config(cfg.tiers, cfg.tier_mix)
+    ds = dataset(cfg)
+    proxy_x = torch.from_numpy(np.ascontiguousarray(ds.x_train[proxy_indices(cfg)]))
+    models = {t: make_model(cfg, width=tier.width) for t, tier in tiers.items()}
+    assigned = assign_tiers(cfg.num_partitions, mix, seed=cfg.seed)
+    tier_of = {pid: assigned[pid] for pid in partitions}
+    profiled = {pid: d for pid, d in declared.items() if any(k.startswith("device-") for k in d)}
+    if profiled:
+        full = make_model(cfg, width=max(t.width for t in tiers.values()))
+        size = artefact_size_fn(full, calibration=proxy_x[:256])
+        for pid, d in profiled.items():
+            tier_of[pid] = fit_tier(DeviceProfile.from_node_config(d), tiers, size).name
+    counts = {t: sum(1 for v in tier_of.values() if v == t) for t in tiers}
+    print(f"fedcompress: tiers {[f'{t}={x.width}' for t, x in tiers.items()]}, clients per tier {counts}", flush=True)
+    return TieredStrategy(
+        tiers=tiers,
+        tier_of=tier_of,
+        partitions=partitions,
+        models=models,
+        make_inner=lambda: make_strategy(cfg),
+        clients_per_round=cfg.clients_per_round,
+        seed=cfg.seed,
+        mode=cfg.tier_training,
+        uplink=cfg.uplink,
+        downlink=cfg.downlink,
+        ledger=recorder.ledger,
+        proxy_x=proxy_x,
+        distill_options={
+            "epochs": cfg.distill_epochs, "lr": cfg.distill_lr, "tau": cfg.distill_tau,
+            "feature_weight": cfg.distill_feature_weight, "relation_weight": cfg.distill_relation_weight,
+        },
+        teachers=cfg.distill_teachers,
+        shared_initial=cfg.downlink_shared_init,
+    )  # fmt: skip
 

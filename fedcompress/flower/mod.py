@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from fedcompress.flower.payload import payload_of, payload_record
@@ -34,11 +34,12 @@ HELD_ROUND = "fedcompress.held-round"
 RESIDUAL = "fedcompress.residual"  # error-feedback memory for the uplink
 
 Arrays = OrderedDict[str, np.ndarray]
-InitialModel = Callable[[Context], dict[str, np.ndarray]]
+InitialModel = Callable[[Context, ConfigRecord], dict[str, np.ndarray]]
 
 
 def make_compression_mod(initial_model: InitialModel | None = None) -> Mod:
-    """A compression mod; `initial_model(context)` rebuilds the run's initial model (round 0's downlink base)."""
+    """A compression mod; `initial_model(context, config)` rebuilds the run's initial model for this node
+    (round 0's downlink base; `config` is the round's ConfigRecord, which names e.g. the node's tier width)."""
 
     def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         if msg.metadata.message_type != "train" or "arrays" not in msg.content:
@@ -69,7 +70,7 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None)
     else:
         from fedcompress.codecs import decode
 
-        base = _base_model(context, int(config.get(BASE_ROUND_KEY, -1)), initial_model)
+        base = _base_model(context, config, initial_model)
         if arrays_digest(base) != str(config.get(BASE_DIGEST_KEY, "")):
             raise RuntimeError("downlink base model digest differs from the server's: cannot apply the delta")
         expected = {k: (v.shape, "float32") for k, v in base.items()}
@@ -82,12 +83,13 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None)
     return received
 
 
-def _base_model(context: Context, base_round: int, initial_model: InitialModel | None) -> Arrays:
+def _base_model(context: Context, config: ConfigRecord, initial_model: InitialModel | None) -> Arrays:
+    base_round = int(config.get(BASE_ROUND_KEY, -1))
     held_round = int(context.state[HELD_ROUND]["round"]) if HELD_ROUND in context.state else None
     if held_round == base_round and HELD in context.state:
         return record_to_numpy(context.state[HELD])
     if base_round == 0 and initial_model is not None:
-        return OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in initial_model(context).items())
+        return OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in initial_model(context, config).items())
     raise RuntimeError(f"downlink delta is against round {base_round}, but this node holds round {held_round}")
 
 

@@ -18,10 +18,13 @@ from flwr.serverapp import Grid
 QUERY_PARTITION = "fedcompress.partition"
 
 
-def discover_partitions(grid: Grid, expected: int, timeout: float = 300.0) -> dict[int, int]:
+def discover_partitions(
+    grid: Grid, expected: int, timeout: float = 300.0, declared: dict[int, dict[str, Any]] | None = None
+) -> dict[int, int]:
     """Ask every node for its partition id; returns {partition_id: node_id}.
 
-    Waits until `expected` distinct partitions answered (deployment nodes may connect late).
+    Waits until `expected` distinct partitions answered (deployment nodes may connect late). If `declared` is
+    given, it is filled with what each partition's node declared besides its id (its device profile keys).
     """
     mapping: dict[int, int] = {}
     deadline = time.monotonic() + timeout
@@ -37,6 +40,8 @@ def discover_partitions(grid: Grid, expected: int, timeout: float = 300.0) -> di
                 if pid in mapping and mapping[pid] != reply.metadata.src_node_id:
                     raise RuntimeError(f"two nodes declare partition-id {pid}: set a distinct one per SuperNode")
                 mapping[pid] = reply.metadata.src_node_id
+                if declared is not None:
+                    declared[pid] = {k: v for k, v in reply.content["config"].items() if k != "partition-id"}
         if len(mapping) >= expected:
             break
         if time.monotonic() > deadline:

@@ -29,6 +29,7 @@ BASE_ROUND_KEY = "fedcompress.base-round"
 BASE_DIGEST_KEY = "fedcompress.base-digest"
 SEED_KEY = "fedcompress.seed"
 METADATA_METRIC = "fedcompress.metadata-bytes"
+WIDTH_KEY = "fedcompress.width"
 IDENTITY = "identity"
 
 Arrays = OrderedDict[str, np.ndarray]
@@ -67,8 +68,10 @@ class FedCompress(Strategy):
         arrayrecord_key: str = "arrays",
         on_reject: Callable[[int, int, str], None] | None = None,
         shared_initial: Arrays | None = None,
+        tier: str = "",
     ) -> None:
         self.inner = inner
+        self.tier = tier  # the device tier these clients belong to ("" when the run has one model)
         self.partitions = dict(partitions)
         self.partition_of = {node: pid for pid, node in self.partitions.items()}
         self.clients_per_round = clients_per_round
@@ -121,6 +124,7 @@ class FedCompress(Strategy):
                     encoded_bytes=enc_bytes if enc_bytes is not None else array_data_bytes(payload),
                     metadata_bytes=meta_bytes,
                     codec=codec,
+                    tier=self.tier,
                 )
             )
             out.append(new)
@@ -158,6 +162,15 @@ class FedCompress(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = self.inner.aggregate_train(server_round, self.decode_replies(server_round, replies))
+        self.train_metrics[server_round] = metrics
+        return arrays, metrics
+
+    def decode_replies(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Measure every reply, turn encoded updates into full weights, and drop (and count) bad ones.
+
+        Returns the accepted replies in partition order, as the inner strategy receives them.
+        """
         replies = sorted(replies, key=lambda m: self.partition_of.get(m.metadata.src_node_id, -1))
         accepted: list[Message] = []
         for reply in replies:
@@ -182,9 +195,7 @@ class FedCompress(Strategy):
                     self.on_reject(server_round, pid, reason)
             else:
                 accepted.append(reply)
-        arrays, metrics = self.inner.aggregate_train(server_round, accepted)
-        self.train_metrics[server_round] = metrics
-        return arrays, metrics
+        return accepted
 
     def _decode_reply(self, pid: int, reply: Message) -> None:
         """Replace an encoded update by the full weights the inner strategy expects (received + delta)."""
@@ -232,6 +243,7 @@ class FedCompress(Strategy):
             encoded_bytes=array_data_bytes(payload) if payload is not None else 0,
             metadata_bytes=self._reported_metadata(reply),
             codec=self.uplink_spec,
+            tier=self.tier,
         )
 
     @staticmethod

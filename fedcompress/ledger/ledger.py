@@ -34,6 +34,7 @@ class Transfer:
     metadata_bytes: int
     codec: str = "identity"
     rejected: str = ""
+    tier: str = ""
 
     @property
     def ratio(self) -> float:
@@ -55,6 +56,8 @@ class Ledger:
             totals[f"{t.direction}_{key}"] += getattr(t, key)
             self.cumulative[f"{t.direction}_{key}"] += getattr(t, key)
         totals[f"{t.direction}_messages"] += 1
+        if t.tier:
+            totals[f"{t.direction}_message_bytes/{t.tier}"] += t.message_bytes
         if t.rejected:
             totals["rejected"] += 1
         if self._file:

@@ -79,3 +79,23 @@ def test_bad_config_fails_before_starting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dataset"):
         simulate({**BASE, "dataset": "nosuchdata", "run-dir": str(tmp_path / "z")}, echo=None)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_compressed_fedprox_run_through_the_simulation_engine(tmp_path: Path) -> None:
+    """Compression both ways, FedProx inside, two device tiers distilled: the whole stack under Ray."""
+    run_dir = tmp_path / "compressed"
+    summary = simulate(
+        {**BASE, "num-server-rounds": 4, "run-dir": str(run_dir), "strategy": "fedprox",
+         "uplink": "topk(0.05) > ef > uniform(4) > entropy", "downlink": "topk(0.2) > uniform(4) > entropy",
+         "tiers": "full=1.0 tiny=0.5/int8", "tier-mix": "full=0.5 tiny=0.5"},
+        echo=None,
+    )  # fmt: skip
+    assert summary["status"] == "complete"
+    metrics = _rows(run_dir, "metrics.jsonl")
+    assert metrics[-1]["accuracy"] > metrics[0]["accuracy"] + 0.1
+    assert {"accuracy/full", "accuracy/tiny"} <= set(metrics[-1])
+    ledger = _rows(run_dir, "ledger.jsonl")
+    up = [x for x in ledger if x["direction"] == "uplink"]
+    assert up and all(x["encoded_bytes"] * 8 < x["raw_bytes"] and not x["rejected"] for x in up)
+    assert {x["tier"] for x in ledger} == {"full", "tiny"}
+    assert sorted(p.name for p in (run_dir / "models").iterdir()) == ["full.pt", "tiny.pt"]
