@@ -77,18 +77,18 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run a grid of simulations from a TOML spec, and report on it")
     ssub = p.add_subparsers(dest="study_command", required=True)
     run = ssub.add_parser("run", help="run every cell of a study spec (resumes; failed cells do not stop it)")
-    run.add_argument("spec", help="a spec file, or the name of one in simulations/studies/ (e.g. femnist_uplink)")
+    run.add_argument("spec", help="a spec file, or a name in simulations/studies/ (e.g. femnist_uplink)")
     run.add_argument("--quick", action="store_true", help="the spec's [quick] variant (CI-sized)")
     run.add_argument("--out", help="output folder (default runs/studies/<name>[-quick])")
     run.add_argument("--only", help="run only cells whose id matches this glob (plain text: substring)")
     run.add_argument("--timeout", type=float, help="seconds allowed per cell")
-    run.add_argument("--retries", type=int, default=1, help="reruns of a cell whose simulation broke (default 1)")
+    run.add_argument("--retries", type=int, default=1, help="reruns of a cell whose simulation broke")
     run.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     run.add_argument("--verbose", action="store_true", help="show every round line and Flower's own output")
     report = ssub.add_parser("report", help="write report.md, report.csv and plots for a study folder")
     report.add_argument("dir", help="the study folder (OUT of `study run`)")
     report.add_argument("--out", help="where to write the report (default: the study folder)")
-    report.add_argument("--target", action="append", help="override a target accuracy: DATASET=ACC (repeatable)")
+    report.add_argument("--target", action="append", help="override a target: DATASET=ACC (repeatable)")
 
     def _run(args: argparse.Namespace) -> int:
         from simulations.study.commands import cmd_run
@@ -104,11 +104,28 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run's final model as a deployable artefact and measure it")
+    p.add_argument("run_dir", help="a finished run directory (it holds models/<tier>.pt)")
+    p.add_argument("--tier", default=None, help="which tier's model (tiered runs; default the largest)")
+    p.add_argument("--format", default="torchscript", choices=["torchscript", "int8", "state_dict"])
+    p.add_argument("--out", required=True, help="file to write")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fedcompress.export import export_from_run
+
+    print(json.dumps(export_from_run(args.run_dir, args.out, args.format, args.tier)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
     _add_bench(sub)
+    _add_export(sub)
     _add_study(sub)
     return parser
 

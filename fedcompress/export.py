@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -87,3 +87,56 @@ def export_model(
             runnable = torch.jit.load(str(out))
     latency = measure_latency_ms(runnable, one, runs=latency_runs)
     return ExportReport(str(out), os.path.getsize(out), params, latency, 1)
+
+
+def load_run_model(run_dir: str | os.PathLike[str], tier: str | None = None) -> tuple[nn.Module, Any]:
+    """A finished run's final model (`models/global.pt`, or `models/<tier>.pt`) rebuilt at its width, and its
+    RunConfig."""
+    import json
+
+    from fedcompress.config import RunConfig
+    from fedcompress.devices.config import parse_tier_config
+    from fedcompress.task import make_model
+
+    run = Path(run_dir)
+    if not (run / "config.json").exists():
+        raise ConfigError(f"{run} is not a run directory (no config.json)")
+    cfg = RunConfig.from_run_config(json.loads((run / "config.json").read_text())["config"], strict=False)
+    width = cfg.width
+    if cfg.tiers:
+        tiers, _ = parse_tier_config(cfg.tiers, cfg.tier_mix)
+        tier = tier or next(iter(tiers))
+        if tier not in tiers:
+            raise ConfigError(f"tier {tier!r} not in this run; its tiers: {list(tiers)}")
+        width, name = tiers[tier].width, tier
+    elif tier not in (None, "", "global"):
+        raise ConfigError(f"run {run} has no tiers; export its global model (omit --tier)")
+    else:
+        name = "global"
+    weights = run / "models" / f"{name}.pt"
+    if not weights.exists():
+        raise ConfigError(f"{weights} not found: the run did not save its final model")
+    model = make_model(cfg, width=width)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval(), cfg
+
+
+def export_from_run(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], fmt: Format, tier: str | None = None
+) -> dict[str, Any]:
+    """Export a run's model and measure it: bytes on disk, params, CPU latency, and the artefact's own test
+    accuracy (for int8, the quantized model's)."""
+    from fedcompress.task import dataset
+    from fedcompress.training import evaluate
+
+    model, cfg = load_run_model(run_dir, tier)
+    ds = dataset(cfg)
+    calib = torch.from_numpy(ds.x_train[:256].copy())
+    report = export_model(model, out, fmt, calib, calibration=calib)
+    runnable = torch.load(out, weights_only=True) if fmt == "state_dict" else torch.jit.load(str(out))
+    if fmt == "state_dict":
+        model.load_state_dict(runnable)
+        runnable = model
+    with quiet():
+        _, acc = evaluate(runnable, ds.x_test, ds.y_test)
+    return {**asdict(report), "format": fmt, "tier": tier or "", "accuracy": acc}
