@@ -1,0 +1,123 @@
+"""Per-tier table for tiered runs: what each device stores, downloads, runs and scores, against fp32 global.
+
+    python -m simulations.tier_table RUN_DIR [MORE_RUN_DIRS ...] [--baseline FP32_RUN_DIR] [--out FILE.md]
+
+The first run's tiers are exported the way each tier stores its model (int8 tiers as quantized TorchScript,
+fp32 tiers as TorchScript): bytes are measured on disk, latency on one CPU thread at batch 1, accuracy is the
+artefact's own on the central test set. Downlink is the mean bytes a client of the tier received per round
+(from the ledger). Further runs (same tiers, trained another way) add a comparison of per-tier accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fedcompress.config import RunConfig
+from fedcompress.devices.config import parse_tier_config
+from fedcompress.export import export_from_run
+
+
+def _rows(run: Path, name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / name).read_text().splitlines() if line.strip()]
+
+
+def _config(run: Path) -> RunConfig:
+    return RunConfig.from_run_config(json.loads((run / "config.json").read_text())["config"], strict=False)
+
+
+def tier_rows(run: Path, tmp: Path) -> list[dict[str, Any]]:
+    cfg = _config(run)
+    tiers, mix = parse_tier_config(cfg.tiers, cfg.tier_mix)
+    ledger = _rows(run, "ledger.jsonl")
+    last = [r for r in _rows(run, "metrics.jsonl") if r.get("accuracy") is not None][-1]
+    out = []
+    for name, tier in tiers.items():
+        fmt = "int8" if tier.quant == "int8" else "torchscript"
+        rep = export_from_run(run, tmp / f"{run.name}-{name}.pt", fmt, name)
+        down = [
+            x["message_bytes"]
+            for x in ledger
+            if x["direction"] == "downlink" and x["tier"] == name and x["round"] > 1
+        ]
+        out.append(
+            {
+                "tier": name, "width": tier.width, "stored_as": fmt, "share": mix[name], "params": rep["params"],
+                "stored_bytes": rep["bytes_on_disk"], "latency_ms": rep["latency_ms_p50"],
+                "downlink_bytes_per_round": statistics.mean(down) if down else 0.0,
+                "accuracy_stored": rep["accuracy"], "accuracy_fp32": last.get(f"accuracy/{name}"),
+            }
+        )  # fmt: skip
+    return out
+
+
+def render(
+    main_run: Path, rows: list[dict[str, Any]], baseline: dict[str, Any] | None, others: list[Path]
+) -> str:
+    cfg = _config(main_run)
+    ref = baseline or {
+        "stored_bytes": rows[0]["stored_bytes"],
+        "accuracy": rows[0]["accuracy_fp32"],
+        "label": f"tier {rows[0]['tier']} (fp32)",
+    }
+    lines = [
+        f"## {cfg.dataset}: device tiers ({cfg.tier_training}, {cfg.num_server_rounds} rounds, seed {cfg.seed})",
+        "",
+        f"Run: `{main_run}`; uplink `{cfg.uplink}`, downlink `{cfg.downlink}`. Reference: {ref['label']}, "
+        f"{ref['stored_bytes']:,} B, accuracy {ref['accuracy']:.4f}.",
+        "",
+        "| tier | width | stored as | params | stored bytes | x smaller | downlink B/round | CPU ms (b=1) | acc stored | acc fp32 | vs ref (pts) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['tier']} | {r['width']} | {r['stored_as']} | {r['params']:,} | {r['stored_bytes']:,} | "
+            f"{ref['stored_bytes'] / r['stored_bytes']:.1f}x | {r['downlink_bytes_per_round']:,.0f} | {r['latency_ms']:.3f} | "
+            f"{r['accuracy_stored']:.4f} | {r['accuracy_fp32']:.4f} | {100 * (r['accuracy_stored'] - ref['accuracy']):+.2f} |"
+        )
+    if others:
+        runs = [main_run, *others]
+        names = [t["tier"] for t in rows]
+        lines += ["", "### The same tiers trained other ways (equal rounds and seeds): final accuracy per tier", "",
+                  "| tier training | " + " | ".join(names) + " | run |", "|---|" + "---|" * (len(names) + 1)]  # fmt: skip
+        for run in runs:
+            last = [r for r in _rows(run, "metrics.jsonl") if r.get("accuracy") is not None][-1]
+            accs = " | ".join(f"{last.get(f'accuracy/{n}', float('nan')):.4f}" for n in names)
+            lines.append(f"| {_config(run).tier_training} | {accs} | `{run.name}` |")
+    return "\n".join(lines) + "\n"
+
+
+def baseline_row(run: Path, tmp: Path) -> dict[str, Any]:
+    rep = export_from_run(run, tmp / "baseline.pt", "torchscript")
+    return {
+        "stored_bytes": rep["bytes_on_disk"],
+        "accuracy": rep["accuracy"],
+        "label": f"fp32 global model of `{run.name}`",
+    }
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument(
+        "--baseline", type=Path, help="a run without tiers whose fp32 global model is the reference"
+    )
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = tier_rows(args.runs[0], Path(tmp))
+        base = baseline_row(args.baseline, Path(tmp)) if args.baseline else None
+    text = render(args.runs[0], rows, base, args.runs[1:])
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
