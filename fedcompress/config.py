@@ -87,7 +87,9 @@ class RunConfig:
     def validate(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
             if not ok:
-                raise ConfigError(f"config key {key!r} = {getattr(self, key.replace('-', '_'))!r}: expected {what}")
+                raise ConfigError(
+                    f"config key {key!r} = {getattr(self, key.replace('-', '_'))!r}: expected {what}"
+                )
 
         need(self.num_server_rounds >= 1, "num-server-rounds", "an integer >= 1")
         need(self.clients_per_round >= 1, "clients-per-round", "an integer >= 1")
@@ -112,6 +114,15 @@ class RunConfig:
         need(0 < self.distill_proxy_fraction < 1, "distill-proxy-fraction", "a number in (0, 1)")
         need(self.distill_feature_weight >= 0, "distill-feature-weight", "a number >= 0")
         need(self.distill_relation_weight >= 0, "distill-relation-weight", "a number >= 0")
+        for key in ("uplink", "downlink"):
+            spec = getattr(self, key)
+            if spec != "identity":
+                from fedcompress.codecs import Pipeline
+
+                try:
+                    Pipeline.parse(spec)
+                except ValueError as err:
+                    raise ConfigError(f"config key {key!r} = {spec!r}: {err}") from None
         if self.tiers or self.tier_mix:
             from fedcompress.devices.config import parse_tier_config
 
@@ -134,7 +145,9 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if typ is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise ConfigError(f"config key {key!r} = {value!r}: expected {typ.__name__}, got {type(value).__name__}")
+        raise ConfigError(
+            f"config key {key!r} = {value!r}: expected {typ.__name__}, got {type(value).__name__}"
+        )
     return value
 
 
