@@ -34,7 +34,9 @@ compression_mod = make_compression_mod(_initial_model)
 
 def _partition_id(context: Context) -> int:
     if "partition-id" not in context.node_config:
-        raise KeyError("node config lacks 'partition-id': start the SuperNode with --node-config 'partition-id=N'")
+        raise KeyError(
+            "node config lacks 'partition-id': start the SuperNode with --node-config 'partition-id=N'"
+        )
     return int(context.node_config["partition-id"])
 
 

@@ -120,6 +120,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_deploy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy", help="run the app on Flower's deployment engine (SuperLink + SuperNodes)")
+    p.add_argument("where", choices=["local"], help="local: all processes on this machine, on loopback")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for simulations/deploy_local.py (--help)")
+    p.set_defaults(func=_cmd_deploy)
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from simulations.deploy_local import main as deploy_local
+
+    return deploy_local(args.rest, prog="fedcompress deploy local")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_export(sub)
     _add_study(sub)
+    _add_deploy(sub)
     return parser
 
 

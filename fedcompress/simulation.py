@@ -58,10 +58,14 @@ def simulate(
     """Run one simulation; returns its summary. Raises SimulationError if it did not complete."""
     cfg = resolve_config(overrides, app_dir)
     _check_data(cfg)
-    run_dir = Path(cfg.run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.dataset}-{cfg.digest()}")
+    run_dir = Path(
+        cfg.run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.dataset}-{cfg.digest()}"
+    )
     run_dir = run_dir.expanduser().resolve()
     overrides = {**overrides, "run-dir": str(run_dir)}
-    if not cfg.data_dir:  # Flower runs the app from a copy under FLWR_HOME: relative defaults would not resolve
+    if (
+        not cfg.data_dir
+    ):  # Flower runs the app from a copy under FLWR_HOME: relative defaults would not resolve
         from fedcompress.data import default_data_dir
 
         if default_data_dir().exists():

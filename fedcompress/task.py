@@ -56,7 +56,9 @@ def client_partition(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.
         cfg.shards_per_client, cfg.seed,
     )  # fmt: skip
     if not 0 <= partition_id < len(parts):
-        raise ValueError(f"partition-id {partition_id} outside [0, {len(parts)}) for num-partitions={len(parts)}")
+        raise ValueError(
+            f"partition-id {partition_id} outside [0, {len(parts)}) for num-partitions={len(parts)}"
+        )
     mine = parts[partition_id]
     if uses_proxy(cfg):
         mine = np.setdiff1d(mine, proxy_indices(cfg), assume_unique=True)
@@ -67,8 +69,13 @@ def make_strategy(cfg: RunConfig, initial: object | None = None):  # noqa: ANN20
     """The inner Flower strategy named in the config, set to train every node the wrapper shows it."""
     from flwr.serverapp import strategy as fl
 
-    common = dict(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=0,
-                  min_available_nodes=1)
+    common = dict(
+        fraction_train=1.0,
+        fraction_evaluate=0.0,
+        min_train_nodes=1,
+        min_evaluate_nodes=0,
+        min_available_nodes=1,
+    )
     name = cfg.strategy
     if name == "fedavg":
         return fl.FedAvg(**common)

@@ -32,6 +32,8 @@ class TargetReached(Exception):  # noqa: N818 - a signal, not an error
     def __init__(self, server_round: int) -> None:
         super().__init__(f"target reached at round {server_round}")
         self.round = server_round
+
+
 app = ServerApp()
 
 
@@ -52,7 +54,10 @@ def main(grid: Grid, context: Context) -> None:
     try:
         _run(grid, cfg, recorder)
     except TargetReached as reached:
-        print(f"fedcompress: target accuracy {cfg.target_accuracy} reached at round {reached.round}; stopping", flush=True)
+        print(
+            f"fedcompress: target accuracy {cfg.target_accuracy} reached at round {reached.round}; stopping",
+            flush=True,
+        )
     except BaseException as err:
         recorder.finish(status="failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -81,7 +86,9 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
             uplink=cfg.uplink,
             downlink=cfg.downlink,
             ledger=recorder.ledger,
-            shared_initial={k: v.copy() for k, v in state_to_numpy(model).items()} if cfg.downlink_shared_init else None,
+            shared_initial={k: v.copy() for k, v in state_to_numpy(model).items()}
+            if cfg.downlink_shared_init
+            else None,
         )
 
     def central_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -95,7 +102,9 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
                 for t, tier_model in strategy.tier_models().items():
                     metrics[f"accuracy/{t}"] = evaluate(tier_model, ds.x_test, ds.y_test)[1]
         train_metrics = strategy.train_metrics.get(server_round)
-        train_loss = float(train_metrics["train_loss"]) if train_metrics and "train_loss" in train_metrics else None
+        train_loss = (
+            float(train_metrics["train_loss"]) if train_metrics and "train_loss" in train_metrics else None
+        )
         row = recorder.end_round(server_round, {**metrics, "train_loss": train_loss})
         if server_round > 0:
             acc = "" if row["accuracy"] is None else f"acc {row['accuracy']:.4f}  "
@@ -149,7 +158,10 @@ def _tiered_strategy(
         for pid, d in profiled.items():
             tier_of[pid] = fit_tier(DeviceProfile.from_node_config(d), tiers, size).name
     counts = {t: sum(1 for v in tier_of.values() if v == t) for t in tiers}
-    print(f"fedcompress: tiers {[f'{t}={x.width}' for t, x in tiers.items()]}, clients per tier {counts}", flush=True)
+    print(
+        f"fedcompress: tiers {[f'{t}={x.width}' for t, x in tiers.items()]}, clients per tier {counts}",
+        flush=True,
+    )
     return TieredStrategy(
         tiers=tiers,
         tier_of=tier_of,
@@ -170,4 +182,3 @@ def _tiered_strategy(
         teachers=cfg.distill_teachers,
         shared_initial=cfg.downlink_shared_init,
     )  # fmt: skip
-

@@ -89,8 +89,12 @@ def _base_model(context: Context, config: ConfigRecord, initial_model: InitialMo
     if held_round == base_round and HELD in context.state:
         return record_to_numpy(context.state[HELD])
     if base_round == 0 and initial_model is not None:
-        return OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in initial_model(context, config).items())
-    raise RuntimeError(f"downlink delta is against round {base_round}, but this node holds round {held_round}")
+        return OrderedDict(
+            (k, np.asarray(v, dtype=np.float32)) for k, v in initial_model(context, config).items()
+        )
+    raise RuntimeError(
+        f"downlink delta is against round {base_round}, but this node holds round {held_round}"
+    )
 
 
 def _encode_reply(reply: Message, context: Context, spec: str, received: Arrays, seed: int) -> None:

@@ -38,14 +38,18 @@ def discover_partitions(
                     continue
                 pid = int(reply.content["config"]["partition-id"])
                 if pid in mapping and mapping[pid] != reply.metadata.src_node_id:
-                    raise RuntimeError(f"two nodes declare partition-id {pid}: set a distinct one per SuperNode")
+                    raise RuntimeError(
+                        f"two nodes declare partition-id {pid}: set a distinct one per SuperNode"
+                    )
                 mapping[pid] = reply.metadata.src_node_id
                 if declared is not None:
                     declared[pid] = {k: v for k, v in reply.content["config"].items() if k != "partition-id"}
         if len(mapping) >= expected:
             break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(mapping)} of {expected} partitions connected within {timeout:.0f} s")
+            raise TimeoutError(
+                f"only {len(mapping)} of {expected} partitions connected within {timeout:.0f} s"
+            )
         time.sleep(1.0)
     return mapping
 

@@ -109,7 +109,9 @@ class FedCompress(Strategy):
         for msg in messages:
             node = msg.metadata.dst_node_id
             pid = self.partition_of[node]
-            content, codec, enc_bytes, meta_bytes = self._downlink_content(server_round, pid, msg.content, global_np)
+            content, codec, enc_bytes, meta_bytes = self._downlink_content(
+                server_round, pid, msg.content, global_np
+            )
             new = Message(content=content, message_type=msg.metadata.message_type, dst_node_id=node)
             payload = content[self.key]
             self.ledger.record(
@@ -134,7 +136,9 @@ class FedCompress(Strategy):
         self, server_round: int, pid: int, content: RecordDict, global_np: Arrays | None
     ) -> tuple[RecordDict, str, int | None, int]:
         """This client's copy of the message: compressed delta if it holds a model, full model otherwise."""
-        if global_np is None:  # nothing to compress or remember: the message goes as the inner strategy built it
+        if (
+            global_np is None
+        ):  # nothing to compress or remember: the message goes as the inner strategy built it
             return content, IDENTITY, None, 0
         config = ConfigRecord(dict(content["config"]))
         held = self.held.get(pid)
@@ -150,7 +154,12 @@ class FedCompress(Strategy):
             res = self.downlink.encode(delta, seed=_mix(self.seed, server_round, pid, 1))
             decoded = _decode(res.payload, self._shapes)
             received = OrderedDict((k, base[k] + decoded[k]) for k in base)
-            record, codec, enc, meta = payload_record(res.payload), self.downlink_spec, len(res.payload), res.metadata_bytes
+            record, codec, enc, meta = (
+                payload_record(res.payload),
+                self.downlink_spec,
+                len(res.payload),
+                res.metadata_bytes,
+            )
             config[BASE_ROUND_KEY] = base_round
             config[BASE_DIGEST_KEY] = arrays_digest(base)
         if self.downlink is not None:
@@ -176,7 +185,9 @@ class FedCompress(Strategy):
         for reply in replies:
             node = reply.metadata.src_node_id
             pid = self.partition_of.get(node, -1)
-            measured = self._measure_uplink(server_round, pid, node, reply)  # before decoding replaces the payload
+            measured = self._measure_uplink(
+                server_round, pid, node, reply
+            )  # before decoding replaces the payload
             reason = ""
             if reply.has_error():
                 reason = f"client error: {reply.error.reason}"
@@ -231,7 +242,11 @@ class FedCompress(Strategy):
     def _measure_uplink(self, server_round: int, pid: int, node: int, reply: Message) -> Transfer:
         has_arrays = not reply.has_error() and self.key in reply.content
         payload = reply.content[self.key] if has_arrays else None
-        raw = raw_nbytes(self.received[pid]) if pid in self.received else (4 * _numel(payload) if payload else 0)
+        raw = (
+            raw_nbytes(self.received[pid])
+            if pid in self.received
+            else (4 * _numel(payload) if payload else 0)
+        )
         return Transfer(
             round=server_round,
             partition_id=pid,
@@ -269,7 +284,11 @@ class FedCompress(Strategy):
 def _decode(payload: bytes, shapes: dict[str, tuple[tuple[int, ...], str]]) -> Arrays:
     from fedcompress.codecs import decode
 
-    return OrderedDict(decode(payload, expected=shapes, max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in shapes.values())))
+    return OrderedDict(
+        decode(
+            payload, expected=shapes, max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in shapes.values())
+        )
+    )
 
 
 def _float32(arrays: Arrays) -> Arrays:

@@ -51,7 +51,9 @@ def split_clients(k: int, counts: dict[str, int]) -> dict[str, int]:
 
 def slice_like(full: Arrays, shapes: dict[str, tuple[int, ...]]) -> Arrays:
     """The leading block of each tensor (HeteroFL's sub-model): channel-major flattening keeps fc inputs aligned."""
-    return OrderedDict((k, np.ascontiguousarray(full[k][tuple(slice(0, s) for s in shape)])) for k, shape in shapes.items())
+    return OrderedDict(
+        (k, np.ascontiguousarray(full[k][tuple(slice(0, s) for s in shape)])) for k, shape in shapes.items()
+    )
 
 
 def heterofl_aggregate(full: Arrays, updates: list[tuple[Arrays, float]]) -> Arrays:
@@ -143,7 +145,9 @@ class TieredStrategy(Strategy):
         for t, fc in self.per_tier.items():
             tier_config = ConfigRecord(dict(config))
             tier_config[WIDTH_KEY] = self.tiers[t].width
-            messages.extend(fc.configure_train(server_round, numpy_to_record(self.arrays[t]), tier_config, grid))
+            messages.extend(
+                fc.configure_train(server_round, numpy_to_record(self.arrays[t]), tier_config, grid)
+            )
         return messages
 
     def aggregate_train(
@@ -190,7 +194,9 @@ class TieredStrategy(Strategy):
         epochs = int(opts.pop("epochs", 1))
         for i, t in enumerate(self.tiers):
             width = self.tiers[t].width
-            teachers = [m for u, m in frozen.items() if self.teachers == "all" or self.tiers[u].width >= width]
+            teachers = [
+                m for u, m in frozen.items() if self.teachers == "all" or self.tiers[u].width >= width
+            ]
             distill(
                 self.models[t], teachers, self.proxy_x, epochs=epochs, alpha=1.0,
                 seed=self.seed * 7919 + server_round * 31 + i, **opts,

@@ -84,7 +84,9 @@ class CNN8(nn.Module):
 class CharLSTM(nn.Module):
     """Character LSTM for next-character prediction (LEAF Shakespeare: embedding 8, two LSTM layers of 256)."""
 
-    def __init__(self, num_classes: int = 80, width: float = 1.0, embed_dim: int = 8, num_layers: int = 2) -> None:
+    def __init__(
+        self, num_classes: int = 80, width: float = 1.0, embed_dim: int = 8, num_layers: int = 2
+    ) -> None:
         super().__init__()
         hidden = _ch(256, width)
         self.embed = nn.Embedding(num_classes, embed_dim)

@@ -24,7 +24,13 @@ class LoopbackGrid:
         self.app = client_app
         # node ids unrelated to partition ids, as in Flower
         self.contexts = {
-            1000 + 7 * p: Context(1, 1000 + 7 * p, {"partition-id": p, "num-partitions": num_partitions}, RecordDict(), run_config)
+            1000 + 7 * p: Context(
+                1,
+                1000 + 7 * p,
+                {"partition-id": p, "num-partitions": num_partitions},
+                RecordDict(),
+                run_config,
+            )
             for p in range(num_partitions)
         }
         self.tamper = tamper

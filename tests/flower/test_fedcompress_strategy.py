@@ -37,7 +37,9 @@ def _run(cfg: RunConfig, rounds: int, tamper=None, shared_initial=None):  # noqa
     model = make_model(cfg)
     initial = numpy_to_record(state_to_numpy(model))
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=rounds)  # type: ignore[arg-type]
-    model.load_state_dict({k: __import__("torch").from_numpy(v) for k, v in record_to_numpy(result.arrays).items()})
+    model.load_state_dict(
+        {k: __import__("torch").from_numpy(v) for k, v in record_to_numpy(result.arrays).items()}
+    )
     ds = dataset(cfg)
     return strategy, ledger, grid, evaluate(model, ds.x_test, ds.y_test)[1], initial, result
 
@@ -103,7 +105,9 @@ def _corrupt(kind: str):  # noqa: ANN202
             arrays = {"w": np.full((3,), np.nan, dtype=np.float32)}
             bad = numpy_to_record(arrays)
         else:  # garbage with our stype
-            bad = ArrayRecord({PAYLOAD_KEY: Array(dtype="uint8", shape=(9,), stype=STYPE, data=b"not-a-payload"[:9])})
+            bad = ArrayRecord(
+                {PAYLOAD_KEY: Array(dtype="uint8", shape=(9,), stype=STYPE, data=b"not-a-payload"[:9])}
+            )
         reply.content["arrays"] = bad
         return reply
 
@@ -125,7 +129,9 @@ def test_corrupt_payload_rejected_counted_and_round_goes_on(kind: str) -> None:
 
 @pytest.mark.parametrize("inner", ["fedprox", "fedadam", "krum"])
 def test_compression_composes_with_other_flower_strategies(inner: str) -> None:
-    cfg = _config(uplink=SPARSE, downlink="uniform(8) > entropy", strategy=inner, **{"server-learning-rate": 0.05})
+    cfg = _config(
+        uplink=SPARSE, downlink="uniform(8) > entropy", strategy=inner, **{"server-learning-rate": 0.05}
+    )
     strategy, ledger, grid, acc, _, _ = _run(cfg, rounds=3)
     assert type(strategy.inner).__name__.lower() == inner
     assert acc > (0.25 if inner == "krum" else 0.4), acc  # Krum keeps one client's model: slower start
@@ -140,5 +146,11 @@ def test_identity_sends_what_stock_flower_sends() -> None:
     _, ledger, grid, acc, _, _ = _run(cfg, rounds=2)
     train_msgs = [m for m in grid.sent if m.metadata.message_type == "train"]
     assert not any(grid.sent_encoded)
-    assert ledger.cumulative["uplink_raw_bytes"] <= ledger.cumulative["uplink_encoded_bytes"] < 1.05 * ledger.cumulative["uplink_raw_bytes"]
-    assert isinstance(train_msgs[0].content["config"], ConfigRecord) and isinstance(train_msgs[0].content, RecordDict)
+    assert (
+        ledger.cumulative["uplink_raw_bytes"]
+        <= ledger.cumulative["uplink_encoded_bytes"]
+        < 1.05 * ledger.cumulative["uplink_raw_bytes"]
+    )
+    assert isinstance(train_msgs[0].content["config"], ConfigRecord) and isinstance(
+        train_msgs[0].content, RecordDict
+    )

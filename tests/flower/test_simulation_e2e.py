@@ -49,10 +49,14 @@ def test_accuracy_rises_and_ledger_is_complete(identity_runs: tuple[Path, Path])
             rows = [x for x in ledger if x["round"] == r and x["direction"] == direction]
             assert len(rows) == 3, (r, direction)
             # a message carries the model plus framing: more than the fp32 tensors, but not much more
-            assert all(x["raw_bytes"] < x["payload_bytes"] <= x["message_bytes"] < 1.1 * x["raw_bytes"] for x in rows)
+            assert all(
+                x["raw_bytes"] < x["payload_bytes"] <= x["message_bytes"] < 1.1 * x["raw_bytes"] for x in rows
+            )
         up = sum(x["message_bytes"] for x in ledger if x["round"] == r and x["direction"] == "uplink")
         assert metrics[r]["uplink_bytes"] == up
-    assert metrics[-1]["uplink_bytes_cum"] == sum(x["message_bytes"] for x in ledger if x["direction"] == "uplink")
+    assert metrics[-1]["uplink_bytes_cum"] == sum(
+        x["message_bytes"] for x in ledger if x["direction"] == "uplink"
+    )
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["seed"] == 7 and config["environment"]["flwr"].startswith("1.42")
 

@@ -37,7 +37,9 @@ def _run(cfg: RunConfig, tmp_path: Path, rounds: int = 3, node_config: dict | No
     declared: dict = {}
     partitions = discover_partitions(grid, cfg.num_partitions, declared=declared)
     strategy = _tiered_strategy(cfg, partitions, declared, recorder)
-    strategy.start(grid=grid, initial_arrays=numpy_to_record(state_to_numpy(make_model(cfg))), num_rounds=rounds)  # type: ignore[arg-type]
+    strategy.start(
+        grid=grid, initial_arrays=numpy_to_record(state_to_numpy(make_model(cfg))), num_rounds=rounds
+    )  # type: ignore[arg-type]
     return strategy, recorder, grid
 
 
@@ -47,7 +49,11 @@ def test_each_tier_trains_its_own_smaller_model(mode: str, tmp_path: Path) -> No
     strategy, recorder, grid = _run(cfg, tmp_path, rounds=6)
     full, tiny = strategy.arrays["full"], strategy.arrays["tiny"]
     assert sum(v.size for v in tiny.values()) * 2.5 < sum(v.size for v in full.values())
-    widths = {float(m.content["config"]["fedcompress.width"]) for m in grid.sent if m.metadata.message_type == "train"}
+    widths = {
+        float(m.content["config"]["fedcompress.width"])
+        for m in grid.sent
+        if m.metadata.message_type == "train"
+    }
     assert widths == {1.0, 0.5}
     totals = recorder.ledger.round_totals(2)
     assert totals["downlink_message_bytes/tiny"] < totals["downlink_message_bytes/full"]
@@ -74,7 +80,9 @@ def test_proxy_set_is_withheld_from_every_client() -> None:
 def test_declared_device_gets_the_largest_tier_that_fits(tmp_path: Path) -> None:
     cfg = _cfg(**{"tier-training": "separate"})
     # ~13.7k fp32 params = ~57 KB; the tiny int8 tier is a few KB: 0.03 MiB holds only the tiny one
-    strategy, _, _ = _run(cfg, tmp_path, rounds=1, node_config={"device-memory-mb": 0.03, "device-downlink-mbps": 10})
+    strategy, _, _ = _run(
+        cfg, tmp_path, rounds=1, node_config={"device-memory-mb": 0.03, "device-downlink-mbps": 10}
+    )
     assert set(strategy.tier_of_partition.values()) == {"tiny"}
     with pytest.raises(NoTierFits, match="memory budget"):
         _run(cfg, tmp_path, rounds=1, node_config={"device-memory-mb": 0.001, "device-downlink-mbps": 10})
