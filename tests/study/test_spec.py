@@ -130,7 +130,8 @@ def test_nothing_runs_on_a_bad_spec(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", sorted(STUDIES_DIR.glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_specs_are_valid(path: Path) -> None:
     full, quick = load_study(path), load_study(path, quick=True)
-    assert len(full.cells) >= 4 and 1 <= len(quick.cells) <= 3
+    assert len(full.cells) >= 1 and 1 <= len(quick.cells) <= 3
     assert all(c.overrides["dataset"] == "digits" and c.num_rounds <= 5 for c in quick.cells)
     assert "Expected run time on 2 CPU cores" in path.read_text()
-    assert any(c.overrides["uplink"] == "identity" for c in full.cells)  # the fp32 FedAvg reference
+    if "uplink" in full.raw.get("grid", {}):  # a codec study: the fp32 FedAvg reference must be a cell
+        assert any(c.overrides["uplink"] == "identity" for c in full.cells)
