@@ -70,7 +70,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from fedcompress.bench import codecs
 
-    return int(codecs.main(args.rest) or 0)
+    codecs.main(args.rest)  # prints its table, then one JSON line
+    return 0
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
@@ -123,7 +124,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="run the app on Flower's deployment engine (SuperLink + SuperNodes)")
     p.add_argument("where", choices=["local"], help="local: all processes on this machine, on loopback")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for simulations/deploy_local.py (--help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="deploy_local.py arguments (see --help)")
     p.set_defaults(func=_cmd_deploy)
 
 
