@@ -241,16 +241,13 @@ class Identity(Quantizer):
         return symbols.astype(np.uint32, copy=False).view(np.float32)
 
 
-class FP16(Quantizer):
-    """IEEE half precision (values clipped to +-65504 so nothing becomes Inf)."""
+class _Cast16(Quantizer):
+    """A 16-bit float cast: no arguments, no side information, 16 bits a value; subclasses say how to cast."""
 
-    name = "fp16"
-    usage = "fp16"
     grouping = "global"
-    _MAX = 65504.0
 
     @classmethod
-    def from_call(cls, call: StageCall) -> FP16:
+    def from_call(cls, call: StageCall) -> _Cast16:
         Args(call, cls.usage).done()
         return cls()
 
@@ -266,46 +263,43 @@ class FP16(Quantizer):
         return 16
 
     def encode(self, values, starts, rng, nonzero):
-        return np.clip(values, -self._MAX, self._MAX).astype(np.float16).view(np.uint16), b""
+        return self._to16(np.clip(values, -self._MAX, self._MAX)), b""
 
     def decode(self, symbols, side, starts, nonzero):
         if len(side):
-            raise PayloadError("fp16: unexpected side information")
+            raise PayloadError(f"{self.name}: unexpected side information")
+        return self._from16(symbols)
+
+
+class FP16(_Cast16):
+    """IEEE half precision (values clipped to +-65504 so nothing becomes Inf)."""
+
+    name = usage = "fp16"
+    _MAX = 65504.0
+
+    @staticmethod
+    def _to16(values: np.ndarray) -> np.ndarray:
+        return values.astype(np.float16).view(np.uint16)
+
+    @staticmethod
+    def _from16(symbols: np.ndarray) -> np.ndarray:
         return symbols.astype(np.uint16, copy=False).view(np.float16).astype(np.float32)
 
 
-class BF16(Quantizer):
+class BF16(_Cast16):
     """bfloat16 (fp32's exponent, 8-bit mantissa), round to nearest even."""
 
-    name = "bf16"
-    usage = "bf16"
-    grouping = "global"
+    name = usage = "bf16"
     _MAX = float(np.array([0x7F7F0000], np.uint32).view(np.float32)[0])
 
-    @classmethod
-    def from_call(cls, call: StageCall) -> BF16:
-        Args(call, cls.usage).done()
-        return cls()
-
-    @property
-    def spec(self) -> str:
-        return self.name
-
-    @property
-    def properties(self) -> Properties:
-        return Properties(lossless=False, unbiased=False, deterministic=True)
-
-    def symbol_bits(self, nonzero: bool) -> int:
-        return 16
-
-    def encode(self, values, starts, rng, nonzero):
-        u = np.clip(values, -self._MAX, self._MAX).astype(np.float32).view(np.uint32)
+    @staticmethod
+    def _to16(values: np.ndarray) -> np.ndarray:
+        u = values.astype(np.float32).view(np.uint32)
         u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-        return (u >> np.uint32(16)).astype(np.uint16), b""
+        return (u >> np.uint32(16)).astype(np.uint16)
 
-    def decode(self, symbols, side, starts, nonzero):
-        if len(side):
-            raise PayloadError("bf16: unexpected side information")
+    @staticmethod
+    def _from16(symbols: np.ndarray) -> np.ndarray:
         return (symbols.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 

@@ -97,7 +97,7 @@ class CodecContract:
 
     def test_unbiased_when_declared(self, pipe: Pipeline) -> None:
         if not pipe.properties.unbiased or pipe.properties.lossless:
-            pytest.skip("not declared unbiased (or lossless)")
+            return  # nothing claimed (lossless codecs are exact, checked by the round trip)
         small = {"w": model(3)["fc.weight"][:8], "b": model(4)["conv.bias"]}
         assert bias_ratio(pipe, small, self.unbiased_seeds) < 2.0
 
