@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -158,9 +159,10 @@ def pyproject_defaults(root: Path = PROJECT_ROOT) -> dict[str, Any]:
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
-    """Parse `k=v k2="s"` overrides the way `flwr run --run-config` does (TOML values)."""
+    """Parse `k=v k2="a b"` overrides like `flwr run --run-config` (TOML values; quoted values may hold spaces,
+    as codec specs do)."""
     out: dict[str, Any] = {}
-    for item in text.split():
+    for item in shlex.split(text):
         if "=" not in item:
             raise ConfigError(f"run-config override {item!r}: expected key=value")
         k, v = item.split("=", 1)

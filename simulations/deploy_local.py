@@ -20,20 +20,18 @@ import datetime
 import ipaddress
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import PROJECT_ROOT
+from fedcompress.config import PROJECT_ROOT, parse_overrides
 from fedcompress.errors import ConfigError
 from fedcompress.simulation import OFFLINE_ENV, _process_table, _toml_value, resolve_config
 
@@ -368,20 +366,6 @@ def _wait_gone(pids: set[int], timeout: float) -> None:
 # --------------------------------------------------------------------------------------------- the run
 
 
-def parse_run_config(text: str) -> dict[str, Any]:
-    """`k=v k2="a b"` into typed values; quoted values may contain spaces (codec specs do)."""
-    out: dict[str, Any] = {}
-    for item in shlex.split(text):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise DeployError(f"run-config item {item!r}: expected key=value")
-        try:
-            out[key] = tomllib.loads(f"x = {value}")["x"]
-        except tomllib.TOMLDecodeError:
-            out[key] = value
-    return out
-
-
 def run_overrides(nodes: int, rounds: int, run_dir: Path, user: dict[str, Any]) -> dict[str, Any]:
     """The app's run config: one partition per SuperNode, all sampled, absolute paths (the app runs from a
     copy under FLWR_HOME, so relative paths would not resolve)."""
@@ -491,7 +475,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so `finally` stops the federation on SIGTERM too
     try:
         result = deploy(
-            args.nodes, args.rounds, tls=args.tls, auth=args.auth, run_config=parse_run_config(args.run_config),
+            args.nodes, args.rounds, tls=args.tls, auth=args.auth, run_config=parse_overrides(args.run_config),
             workdir=args.workdir, timeout=args.timeout,
         )  # fmt: skip
     except (DeployError, ConfigError) as err:

@@ -16,7 +16,8 @@ from fedcompress.models import build_model
 from fedcompress.training import evaluate, train
 
 torch.set_num_threads(1)
-server, client = ServerApp(), ClientApp()
+server = ServerApp()
+client = ClientApp()
 
 
 def _setup(rc: dict):  # noqa: ANN202
