@@ -7,8 +7,14 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app.message.arraychunk import ArrayChunk
+from flwr.supercore.constant import HEAD_BODY_DIVIDER, HEAD_VALUE_DIVIDER
+from flwr.supercore.inflatable.inflatable_object import (
+    InflatableObject,
+    get_all_nested_objects,
+    no_object_id_recompute,
+)
 
 
 def state_to_numpy(model: torch.nn.Module) -> OrderedDict[str, np.ndarray]:
@@ -29,14 +35,23 @@ def load_record(model: torch.nn.Module, record: ArrayRecord) -> None:
     model.load_state_dict(OrderedDict((k, torch.from_numpy(v)) for k, v in record_to_numpy(record).items()))
 
 
-def wire_bytes(obj: Message | ArrayRecord) -> int:
+def wire_bytes(obj: Message | ArrayRecord | RecordDict) -> int:
     """Bytes Flower puts on the wire for this object: the sum of its content-addressed objects, serialized.
 
-    Flower 1.42 ships a message as a tree of objects (message, record dict, records, arrays, 5 MiB chunks), each
-    deflated to header + protobuf body; this is exactly what its transport pushes, so the count is measured,
-    not estimated from parameter counts.
+    Flower 1.42 ships a message as a tree of unique objects (message, record dict, records, arrays, 5 MiB
+    chunks), each deflated to a header and a body; this is what its transport pushes, so the count is measured,
+    not estimated from parameter counts. Object ids are computed once per call (and chunk ids are cached by
+    Flower for the send that follows); a chunk's size is its header plus its data, without copying the data.
     """
-    return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
+    with no_object_id_recompute():
+        return sum(_serialized_size(o) for o in get_all_nested_objects(obj).values())
+
+
+def _serialized_size(obj: InflatableObject) -> int:
+    if isinstance(obj, ArrayChunk):  # deflate() would copy megabytes only to measure them
+        head = f"{type(obj).__qualname__}{HEAD_VALUE_DIVIDER}{HEAD_VALUE_DIVIDER}{len(obj.data)}".encode()
+        return len(head) + len(HEAD_BODY_DIVIDER) + len(obj.data)
+    return len(obj.deflate())
 
 
 def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
