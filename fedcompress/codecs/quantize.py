@@ -241,13 +241,11 @@ class Identity(Quantizer):
         return symbols.astype(np.uint32, copy=False).view(np.float32)
 
 
-class _Cast16(Quantizer):
-    """A 16-bit float cast: no arguments, no side information, 16 bits a value; subclasses say how to cast."""
-
-    grouping = "global"
+class _Fixed(Quantizer):
+    """A quantizer without arguments: deterministic, biased, its spec is its name."""
 
     @classmethod
-    def from_call(cls, call: StageCall) -> _Cast16:
+    def from_call(cls, call: StageCall) -> _Fixed:
         Args(call, cls.usage).done()
         return cls()
 
@@ -258,6 +256,12 @@ class _Cast16(Quantizer):
     @property
     def properties(self) -> Properties:
         return Properties(lossless=False, unbiased=False, deterministic=True)
+
+
+class _Cast16(_Fixed):
+    """A 16-bit float cast: no side information, 16 bits a value; subclasses say how to cast."""
+
+    grouping = "global"
 
     def symbol_bits(self, nonzero: bool) -> int:
         return 16
@@ -502,24 +506,11 @@ class Ternary(Quantizer):
         return mid_decode(symbols, starts, _side(starts.size, side, "ternary magnitudes"), 1)
 
 
-class Sign(Quantizer):
+class Sign(_Fixed):
     """``sign``: 1 bit per value, magnitude mean|v| per tensor (scaled signSGD; use with ``ef``)."""
 
     name = "sign"
     usage = "sign"
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Sign:
-        Args(call, cls.usage).done()
-        return cls()
-
-    @property
-    def spec(self) -> str:
-        return self.name
-
-    @property
-    def properties(self) -> Properties:
-        return Properties(lossless=False, unbiased=False, deterministic=True)
 
     def symbol_bits(self, nonzero: bool) -> int:
         return 1
