@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
+
+# Datasets are shared read-only arrays (so one client cannot corrupt another's data); these functions only read
+# them, which torch warns about once per process for no reason that applies here.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 def train(

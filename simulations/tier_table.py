@@ -82,13 +82,25 @@ def render(
     if others:
         runs = [main_run, *others]
         names = [t["tier"] for t in rows]
-        lines += ["", "### The same tiers trained other ways (equal rounds and seeds): final accuracy per tier", "",
+        lines += ["", f"### The same tiers trained other ways (equal rounds and seeds): accuracy per tier, mean ± std "
+                  f"of the last {LAST} evaluations (test accuracy moves by a point or two between rounds)", "",
                   "| tier training | " + " | ".join(names) + " | run |", "|---|" + "---|" * (len(names) + 1)]  # fmt: skip
         for run in runs:
-            last = [r for r in _rows(run, "metrics.jsonl") if r.get("accuracy") is not None][-1]
-            accs = " | ".join(f"{last.get(f'accuracy/{n}', float('nan')):.4f}" for n in names)
-            lines.append(f"| {_config(run).tier_training} | {accs} | `{run.name}` |")
+            evals = [r for r in _rows(run, "metrics.jsonl") if r.get("accuracy") is not None][-LAST:]
+            accs = " | ".join(_mean_std([r.get(f"accuracy/{n}", float("nan")) for r in evals]) for n in names)
+            cfg_run = _config(run)
+            how = cfg_run.tier_training + (
+                f" (teachers: {cfg_run.distill_teachers})" if cfg_run.tier_training == "distill" else ""
+            )
+            lines.append(f"| {how} | {accs} | `{run.name}` |")
     return "\n".join(lines) + "\n"
+
+
+LAST = 5
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
 
 def baseline_row(run: Path, tmp: Path) -> dict[str, Any]:
