@@ -55,6 +55,36 @@ def tier_rows(run: Path, tmp: Path) -> list[dict[str, Any]]:
     return out
 
 
+def storage_variants(run: Path, tier: str | None, quants: list[str], tmp: Path) -> list[dict[str, Any]]:
+    """The same trained model stored other ways (int8, k-means B-bit weight sharing): what a device would keep
+    if it downloads the full-width model compressed, Deep Compression-style. Bytes are the artefact on disk."""
+    import torch
+
+    from fedcompress.devices import Tier, build_tier_artefact
+    from fedcompress.export import load_run_model, measure_latency_ms
+    from fedcompress.task import dataset
+    from fedcompress.training import evaluate
+
+    model, cfg = load_run_model(run, tier)
+    ds = dataset(cfg)
+    calib = torch.from_numpy(ds.x_train[:256].copy())
+    out = []
+    for quant in quants:
+        art = build_tier_artefact(model, Tier(f"{tier or 'global'}/{quant}", quant=quant), calibration=calib)
+        path = tmp / f"{run.name}-{tier}-{quant}.bin"
+        path.write_bytes(art.data)
+        out.append(
+            {
+                "tier": f"{tier or 'global'} as {quant}", "width": 1.0, "stored_as": quant, "share": 0.0,
+                "params": sum(p.numel() for p in model.parameters()), "stored_bytes": path.stat().st_size,
+                "latency_ms": measure_latency_ms(art.model, calib[:1]), "downlink_bytes_per_round": float("nan"),
+                "accuracy_stored": evaluate(art.model, ds.x_test, ds.y_test)[1],
+                "accuracy_fp32": evaluate(model, ds.x_test, ds.y_test)[1],
+            }
+        )  # fmt: skip
+    return out
+
+
 def render(
     main_run: Path, rows: list[dict[str, Any]], baseline: dict[str, Any] | None, others: list[Path]
 ) -> str:
@@ -76,7 +106,7 @@ def render(
     for r in rows:
         lines.append(
             f"| {r['tier']} | {r['width']} | {r['stored_as']} | {r['params']:,} | {r['stored_bytes']:,} | "
-            f"{ref['stored_bytes'] / r['stored_bytes']:.1f}x | {r['downlink_bytes_per_round']:,.0f} | {r['latency_ms']:.3f} | "
+            f"{ref['stored_bytes'] / r['stored_bytes']:.1f}x | {_bytes_or_dash(r['downlink_bytes_per_round'])} | {r['latency_ms']:.3f} | "
             f"{r['accuracy_stored']:.4f} | {r['accuracy_fp32']:.4f} | {100 * (r['accuracy_stored'] - ref['accuracy']):+.2f} |"
         )
     if others:
@@ -99,6 +129,10 @@ def render(
 LAST = 5
 
 
+def _bytes_or_dash(value: float) -> str:
+    return "—" if value != value else f"{value:,.0f}"  # NaN: not a tier of the run, so nothing was downloaded
+
+
 def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
@@ -119,9 +153,19 @@ def main(argv: list[str] | None = None) -> str:
         "--baseline", type=Path, help="a run without tiers whose fp32 global model is the reference"
     )
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="storage variants of the largest tier's model, e.g. int8,kmeans4,kmeans3",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         rows = tier_rows(args.runs[0], Path(tmp))
+        if args.variants:
+            quants = [q for q in args.variants.split(",") if q]
+            rows += storage_variants(args.runs[0], rows[0]["tier"], quants, Path(tmp))
+            if args.baseline:
+                rows += storage_variants(args.baseline, None, quants, Path(tmp))
         base = baseline_row(args.baseline, Path(tmp)) if args.baseline else None
     text = render(args.runs[0], rows, base, args.runs[1:])
     if args.out:
