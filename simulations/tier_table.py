@@ -111,7 +111,7 @@ def render(
         )
     if others:
         runs = [main_run, *others]
-        names = [t["tier"] for t in rows]
+        names = [t["tier"] for t in rows if t["share"] > 0]  # the run's tiers, not storage variants
         lines += ["", f"### The same tiers trained other ways (equal rounds and seeds): accuracy per tier, mean ± std "
                   f"of the last {LAST} evaluations (test accuracy moves by a point or two between rounds)", "",
                   "| tier training | " + " | ".join(names) + " | run |", "|---|" + "---|" * (len(names) + 1)]  # fmt: skip
