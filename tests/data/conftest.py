@@ -14,7 +14,8 @@ from fedcompress.data import default_data_dir
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.environ.get("FEDCOMPRESS_CACHE_DIR"):
-        return Path(os.environ["FEDCOMPRESS_CACHE_DIR"])
+        yield Path(os.environ["FEDCOMPRESS_CACHE_DIR"])
+        return
     path = tmp_path_factory.mktemp("fedcompress-cache")
     os.environ["FEDCOMPRESS_CACHE_DIR"] = str(path)
     yield path
