@@ -11,8 +11,16 @@ from fedcompress.errors import ConfigError
 
 # flag -> run-config key, for the readable flags of `fedcompress simulate`
 SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--dataset": ("dataset", str, "digits | mnist | femnist | cifar10 | shakespeare | idx | imagefolder | hub:NAME"),
-    "--data-dir": ("data-dir", str, "folder holding the data (default: $FEDCOMPRESS_DATA_DIR or ../shared/data)"),
+    "--dataset": (
+        "dataset",
+        str,
+        "digits | mnist | femnist | cifar10 | shakespeare | idx | imagefolder | hub:NAME",
+    ),
+    "--data-dir": (
+        "data-dir",
+        str,
+        "folder holding the data (default: $FEDCOMPRESS_DATA_DIR or ../shared/data)",
+    ),
     "--rounds": ("num-server-rounds", int, "server rounds"),
     "--num-clients": ("num-partitions", int, "clients (partitions = simulated SuperNodes)"),
     "--clients-per-round": ("clients-per-round", int, "clients sampled each round"),
@@ -25,7 +33,11 @@ SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--batch-size": ("batch-size", int, "client batch size"),
     "--model": ("model", str, "auto | cnn8 | cnn28 | cnn32 | lstm"),
     "--width": ("width", float, "model width multiplier"),
-    "--strategy": ("strategy", str, "fedavg | fedprox | fedadam | fedyogi | fedadagrad | fedavgm | fedmedian | krum"),
+    "--strategy": (
+        "strategy",
+        str,
+        "fedavg | fedprox | fedadam | fedyogi | fedadagrad | fedavgm | fedmedian | krum",
+    ),
     "--proximal-mu": ("proximal-mu", float, "FedProx mu"),
     "--server-lr": ("server-learning-rate", float, "server learning rate (FedAdam/FedYogi/FedAdagrad)"),
     "--eval-every": ("eval-every", int, "central evaluation every N rounds (0 = last round only)"),
@@ -40,7 +52,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run a federated simulation on Flower's simulation engine")
     for flag, (key, typ, help_text) in SIMULATE_FLAGS.items():
         p.add_argument(flag, dest=key.replace("-", "_"), type=typ, help=f"{help_text} [{key}]")
-    p.add_argument("--run-config", default="", help="extra run-config overrides, 'k=v k2=\"s\"' (any app key)")
+    p.add_argument(
+        "--run-config", default="", help="extra run-config overrides, 'k=v k2=\"s\"' (any app key)"
+    )
     p.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs Ray gives each virtual client")
     p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines too")
     p.set_defaults(func=_cmd_simulate)

@@ -40,8 +40,12 @@ def test_export_formats_sizes_and_accuracy(tmp_path: Path) -> None:
 def test_export_a_tier_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, cfg = _run_dir(tmp_path, tiers="full=1.0 tiny=0.5/int8", **{"tier-mix": "full=0.5 tiny=0.5"})
     torch.save(make_model(cfg, width=0.5).state_dict(), run / "models" / "tiny.pt")
-    assert main(["export", str(run), "--tier", "tiny", "--format", "int8", "--out", str(tmp_path / "t.pt")]) == 0
+    assert (
+        main(["export", str(run), "--tier", "tiny", "--format", "int8", "--out", str(tmp_path / "t.pt")]) == 0
+    )
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["tier"] == "tiny" and report["params"] == sum(p.numel() for p in make_model(cfg, 0.5).parameters())
+    assert report["tier"] == "tiny" and report["params"] == sum(
+        p.numel() for p in make_model(cfg, 0.5).parameters()
+    )
     with pytest.raises(ConfigError, match="not in this run"):
         export_from_run(run, tmp_path / "x.pt", "int8", tier="huge")

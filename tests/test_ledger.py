@@ -9,7 +9,9 @@ from fedcompress.ledger.recorder import rounds_to_target
 
 
 def _t(r: int, pid: int, direction: str, nbytes: int, rejected: str = "") -> Transfer:
-    return Transfer(r, pid, 100 + pid, direction, nbytes, nbytes - 10, 4000, nbytes - 20, 5, rejected=rejected)  # type: ignore[arg-type]
+    return Transfer(
+        r, pid, 100 + pid, direction, nbytes, nbytes - 10, 4000, nbytes - 20, 5, rejected=rejected
+    )  # type: ignore[arg-type]
 
 
 def test_recorder_totals_per_round_and_cumulative(tmp_path: Path) -> None:
@@ -21,7 +23,12 @@ def test_recorder_totals_per_round_and_cumulative(tmp_path: Path) -> None:
     row1 = rec.end_round(1, {"accuracy": 0.5})
     rec.ledger.record(_t(2, 0, "uplink", 200))
     row2 = rec.end_round(2, {"accuracy": 0.7})
-    assert (row1["uplink_bytes"], row1["downlink_bytes"], row1["rejected"], row1["clients"]) == (600, 2000, 1, 2)
+    assert (row1["uplink_bytes"], row1["downlink_bytes"], row1["rejected"], row1["clients"]) == (
+        600,
+        2000,
+        1,
+        2,
+    )
     assert (row2["uplink_bytes_cum"], row2["downlink_bytes_cum"]) == (800, 2000)
     summary = rec.finish()
     assert summary["status"] == "complete" and summary["best_accuracy"] == 0.7 and summary["rounds"] == 2
@@ -43,4 +50,8 @@ def test_sampling_is_seeded_distinct_and_varies_by_round() -> None:
     parts = list(range(105))
     a = sample_partitions(0, 5, parts, 10)
     assert a == sample_partitions(0, 5, list(reversed(parts)), 10)
-    assert len(set(a)) == 10 and a != sample_partitions(0, 6, parts, 10) and a != sample_partitions(1, 5, parts, 10)
+    assert (
+        len(set(a)) == 10
+        and a != sample_partitions(0, 6, parts, 10)
+        and a != sample_partitions(1, 5, parts, 10)
+    )

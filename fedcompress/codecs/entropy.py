@@ -18,7 +18,7 @@ import zstandard
 from . import bitpack
 from .contract import Coder, Encoded
 from .errors import PayloadError
-from .spec import Args, StageCall, format_call
+from .spec import Args, NoArgs, StageCall, format_call
 from .wire import zstd_decompress
 
 MODE_RAW, MODE_ZSTD, MODE_ANS = 0, 1, 2
@@ -48,7 +48,9 @@ def _ans_encode(symbols: np.ndarray) -> tuple[bytes, bytes] | None:
 
     lo, hi = int(symbols.min()), int(symbols.max())
     m = hi - lo + 1
-    if m > MAX_ANS_ALPHABET or m < 2:  # one symbol: nothing to code (zstd's run-length does it in a few bytes)
+    if (
+        m > MAX_ANS_ALPHABET or m < 2
+    ):  # one symbol: nothing to code (zstd's run-length does it in a few bytes)
         return None
     counts = np.bincount(symbols.astype(np.int64) - lo, minlength=m)
     width = 1 if counts.max() < 1 << 8 else 2 if counts.max() < 1 << 16 else 4
@@ -85,20 +87,11 @@ def _ans_decode(data: memoryview, n: int, bits: int) -> np.ndarray:
     return (np.asarray(out, np.int64) + lo).astype(bitpack.symbol_dtype(bits))
 
 
-class Raw(Coder):
+class Raw(NoArgs, Coder):
     """Bit-packed symbols, no entropy coding (the default when a spec names no coder)."""
 
     name = "raw"
     usage = "raw"
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Raw:
-        Args(call, cls.usage).done()
-        return cls()
-
-    @property
-    def spec(self) -> str:
-        return self.name
 
     def encode(self, symbols: np.ndarray, bits: int) -> Encoded:
         data = bitpack.pack(symbols, bits)
@@ -136,21 +129,12 @@ class Zstd(Coder):
         return bitpack.unpack(zstd_decompress(data, bitpack.packed_size(n, bits), "zstd values"), n, bits)
 
 
-class Entropy(Coder):
+class Entropy(NoArgs, Coder):
     """Smallest of packed, zstd(packed) and ANS, measured per payload (ANS only when it can pay off)."""
 
     name = "entropy"
     usage = "entropy"
     level = 1  # measured: level 1 is as tight as 3 on nibble-packed symbols, and 2.5x faster
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Entropy:
-        Args(call, cls.usage).done()
-        return cls()
-
-    @property
-    def spec(self) -> str:
-        return self.name
 
     def encode(self, symbols: np.ndarray, bits: int) -> Encoded:
         packed = bitpack.pack(symbols, bits)

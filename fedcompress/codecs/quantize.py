@@ -23,7 +23,7 @@ from . import bitpack
 from .contract import LOSSLESS, Properties, Quantizer
 from .errors import PayloadError
 from .layout import group_lengths
-from .spec import Args, StageCall, format_call
+from .spec import Args, NoArgs, StageCall, format_call
 from .wire import floats
 
 _CHUNK = 1 << 18
@@ -209,21 +209,12 @@ def sign_decode(sym: np.ndarray, starts: np.ndarray, mag: np.ndarray) -> np.ndar
 # ---------------------------------------------------------------- stages
 
 
-class Identity(Quantizer):
+class Identity(NoArgs, Quantizer):
     """Raw fp32 bits: lossless."""
 
     name = "identity"
     usage = "identity"
     grouping = "global"
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Identity:
-        Args(call, cls.usage).done()
-        return cls()
-
-    @property
-    def spec(self) -> str:
-        return self.name
 
     @property
     def properties(self) -> Properties:
@@ -241,17 +232,8 @@ class Identity(Quantizer):
         return symbols.astype(np.uint32, copy=False).view(np.float32)
 
 
-class _Fixed(Quantizer):
+class _Fixed(NoArgs, Quantizer):
     """A quantizer without arguments: deterministic, biased, its spec is its name."""
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> _Fixed:
-        Args(call, cls.usage).done()
-        return cls()
-
-    @property
-    def spec(self) -> str:
-        return self.name
 
     @property
     def properties(self) -> Properties:

@@ -187,3 +187,20 @@ class Args:
             raise self.fail(f"unexpected argument(s) {', '.join(format_value(v) for v in self._pos)}")
         if self._kw:
             raise self.fail(f"unknown keyword(s) {', '.join(sorted(self._kw))}")
+
+
+class NoArgs:
+    """Mixin for a stage without arguments (``fp16``, ``entropy``...): parsing checks none were given, and the
+    canonical spec is the bare name."""
+
+    name: str
+    usage: str
+
+    @classmethod
+    def from_call(cls, call: StageCall):  # noqa: ANN206 - returns an instance of the concrete stage
+        Args(call, cls.usage).done()
+        return cls()
+
+    @property
+    def spec(self) -> str:
+        return self.name

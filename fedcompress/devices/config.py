@@ -1,7 +1,7 @@
 """Tiers and their mix as written in a Flower run config (scalar strings only).
 
-    tiers    = "full=1.0 mid=0.5/int8 tiny=0.25/int8"   # name=width[/quant], quant: fp32 | int8 | kmeansB
-    tier-mix = "full=0.3 mid=0.4 tiny=0.3"              # shares of clients, summing to 1
+tiers    = "full=1.0 mid=0.5/int8 tiny=0.25/int8"   # name=width[/quant], quant: fp32 | int8 | kmeansB
+tier-mix = "full=0.3 mid=0.4 tiny=0.3"              # shares of clients, summing to 1
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def _pairs(text: str, key: str) -> list[tuple[str, str]]:
 def parse_tier_config(tiers: str, mix: str) -> tuple[dict[str, Tier], dict[str, float]]:
     """Tiers ordered largest first, and the mix; errors name the key, the entry and the allowed range."""
     if not tiers:
-        raise ConfigError("config key 'tiers' is empty but 'tier-mix' is set: define tiers like 'full=1.0 tiny=0.25'")
+        raise ConfigError(
+            "config key 'tiers' is empty but 'tier-mix' is set: define tiers like 'full=1.0 tiny=0.25'"
+        )
     parsed: dict[str, Tier] = {}
     for name, value in _pairs(tiers, "tiers"):
         width, _, quant = value.partition("/")

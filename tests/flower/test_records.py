@@ -14,7 +14,9 @@ def test_wire_bytes_equals_the_sum_of_deflated_objects() -> None:
     rng = np.random.default_rng(0)
     arrays = {"big": rng.standard_normal((1500, 1000)).astype(np.float32), "zeros": np.zeros(7, np.float32)}
     record = numpy_to_record(arrays)  # 6 MB: more than one 5 MiB chunk
-    msg = Message(RecordDict({"arrays": record, "config": ConfigRecord({"x": 1})}), dst_node_id=9, message_type="train")
+    msg = Message(
+        RecordDict({"arrays": record, "config": ConfigRecord({"x": 1})}), dst_node_id=9, message_type="train"
+    )
     for obj in (record, msg):
         assert wire_bytes(obj) == sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
     assert 6_000_028 < wire_bytes(record) < 6_000_028 * 1.001
