@@ -45,10 +45,15 @@ def make_compression_mod(initial_model: InitialModel | None = None) -> Mod:
         if msg.metadata.message_type != "train" or "arrays" not in msg.content:
             return call_next(msg, context)
         config = msg.content["config"]
+        spec = str(config.get(UPLINK_KEY, IDENTITY))
+        plain = (
+            spec == IDENTITY and BASE_ROUND_KEY not in config and payload_of(msg.content["arrays"]) is None
+        )
+        if plain:  # nothing to decode, remember or encode: stay out of the way
+            return call_next(msg, context)
         server_round = int(config.get("server-round", 0))
         received = _receive(msg, context, initial_model)
         reply = call_next(msg, context)
-        spec = str(config.get(UPLINK_KEY, IDENTITY))
         if spec != IDENTITY and not reply.has_error():
             seed = _mix(int(config.get(SEED_KEY, 0)), server_round, context.node_id, 2)
             _encode_reply(reply, context, spec, received, seed)

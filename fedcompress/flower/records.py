@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -12,6 +14,7 @@ from flwr.app.message.arraychunk import ArrayChunk
 from flwr.supercore.constant import HEAD_BODY_DIVIDER, HEAD_VALUE_DIVIDER
 from flwr.supercore.inflatable.inflatable_object import (
     InflatableObject,
+    _is_recompute_enabled,
     get_all_nested_objects,
     no_object_id_recompute,
 )
@@ -43,8 +46,19 @@ def wire_bytes(obj: Message | ArrayRecord | RecordDict) -> int:
     not estimated from parameter counts. Object ids are computed once per call (and chunk ids are cached by
     Flower for the send that follows); a chunk's size is its header plus its data, without copying the data.
     """
-    with no_object_id_recompute():
+    with measuring():
         return sum(_serialized_size(o) for o in get_all_nested_objects(obj).values())
+
+
+@contextmanager
+def measuring() -> Iterator[None]:
+    """Compute each object's content id at most once inside this block (re-entrant): wrap a loop that measures
+    many messages sharing content (a round's downlink) or a message and its payload."""
+    if not _is_recompute_enabled():  # already inside: keep the outer cache
+        yield
+        return
+    with no_object_id_recompute():
+        yield
 
 
 def _serialized_size(obj: InflatableObject) -> int:

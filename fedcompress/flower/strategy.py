@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedcompress.flower.payload import array_data_bytes, payload_of, payload_record, raw_nbytes
-from fedcompress.flower.records import arrays_digest, numpy_to_record, record_to_numpy, wire_bytes
+from fedcompress.flower.records import arrays_digest, measuring, numpy_to_record, record_to_numpy, wire_bytes
 from fedcompress.flower.sampling import NodesView, sample_partitions
 from fedcompress.ledger import Ledger, Transfer
 
@@ -102,35 +102,37 @@ class FedCompress(Strategy):
         config[SEED_KEY] = self.seed
         messages = list(self.inner.configure_train(server_round, arrays, config, view))  # type: ignore[arg-type]
         global_np = _float32(record_to_numpy(arrays)) if self.tracks_models else None
-        if global_np is not None:
-            self._shapes = {k: (v.shape, "float32") for k, v in global_np.items()}
+        self._shapes = {k: (tuple(a.shape), "float32") for k, a in arrays.items()}
         self.received.clear()
-        out = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            pid = self.partition_of[node]
-            content, codec, enc_bytes, meta_bytes = self._downlink_content(
-                server_round, pid, msg.content, global_np
-            )
-            new = Message(content=content, message_type=msg.metadata.message_type, dst_node_id=node)
-            payload = content[self.key]
-            self.ledger.record(
-                Transfer(
-                    round=server_round,
-                    partition_id=pid,
-                    node_id=node,
-                    direction="downlink",
-                    message_bytes=wire_bytes(new),
-                    payload_bytes=wire_bytes(payload),
-                    raw_bytes=raw_nbytes(global_np) if global_np is not None else 4 * _numel(payload),
-                    encoded_bytes=enc_bytes if enc_bytes is not None else array_data_bytes(payload),
-                    metadata_bytes=meta_bytes,
-                    codec=codec,
-                    tier=self.tier,
-                )
-            )
-            out.append(new)
+        with measuring():  # messages share their model: hash it once
+            out = [self._downlink_message(server_round, msg, global_np) for msg in messages]
         return out
+
+    def _downlink_message(self, server_round: int, msg: Message, global_np: Arrays | None) -> Message:
+        """The message for one client, recorded in the ledger."""
+        node = msg.metadata.dst_node_id
+        pid = self.partition_of[node]
+        content, codec, enc_bytes, meta_bytes = self._downlink_content(
+            server_round, pid, msg.content, global_np
+        )
+        new = Message(content=content, message_type=msg.metadata.message_type, dst_node_id=node)
+        payload = content[self.key]
+        self.ledger.record(
+            Transfer(
+                round=server_round,
+                partition_id=pid,
+                node_id=node,
+                direction="downlink",
+                message_bytes=wire_bytes(new),
+                payload_bytes=wire_bytes(payload),
+                raw_bytes=raw_nbytes(global_np) if global_np is not None else 4 * _numel(payload),
+                encoded_bytes=enc_bytes if enc_bytes is not None else array_data_bytes(payload),
+                metadata_bytes=meta_bytes,
+                codec=codec,
+                tier=self.tier,
+            )
+        )
+        return new
 
     def _downlink_content(
         self, server_round: int, pid: int, content: RecordDict, global_np: Arrays | None
@@ -229,14 +231,13 @@ class FedCompress(Strategy):
         reply.content = content
 
     def _check_plain(self, record: ArrayRecord) -> None:
-        if not self._shapes:
-            return
+        """Plain float arrays must match the model and be finite (checked on the wire bytes, without copies)."""
         got = {k: tuple(a.shape) for k, a in record.items()}
         want = {k: tuple(s) for k, (s, _) in self._shapes.items()}
         if got != want:
             raise ValueError(f"arrays disagree with the model: got {got}, expected {want}")
-        for k, a in record_to_numpy(record).items():
-            if not np.isfinite(a).all():
+        for k, a in record.items():
+            if not _finite(a):
                 raise ValueError(f"tensor {k!r} holds NaN or Inf")
 
     def _measure_uplink(self, server_round: int, pid: int, node: int, reply: Message) -> Transfer:
@@ -294,6 +295,18 @@ def _decode(payload: bytes, shapes: dict[str, tuple[tuple[int, ...], str]]) -> A
 def _float32(arrays: Arrays) -> Arrays:
     """Server strategies such as FedAdam aggregate in float64; models and codecs work in float32."""
     return OrderedDict((k, v.astype(np.float32, copy=False)) for k, v in arrays.items())
+
+
+def _finite(array: Array) -> bool:
+    """All values finite, read in place from the serialized array (its raw data ends the buffer)."""
+    dtype = np.dtype(array.dtype)
+    if dtype.kind != "f":
+        return True
+    nbytes = int(np.prod(array.shape)) * dtype.itemsize
+    data = memoryview(array.data)
+    if nbytes > len(data):
+        raise ValueError(f"array holds {len(data)} bytes, fewer than its shape needs ({nbytes})")
+    return bool(np.isfinite(np.frombuffer(data[len(data) - nbytes :], dtype=dtype)).all())
 
 
 def _numel(record: ArrayRecord) -> int:

@@ -154,3 +154,19 @@ def test_identity_sends_what_stock_flower_sends() -> None:
     assert isinstance(train_msgs[0].content["config"], ConfigRecord) and isinstance(
         train_msgs[0].content, RecordDict
     )
+
+
+def test_identity_run_rejects_nan_and_wrong_shapes() -> None:
+    def tamper(pid: int, reply: Message) -> Message:
+        if reply.metadata.message_type == "train" and pid in (1, 2):
+            arrays = record_to_numpy(reply.content["arrays"])
+            if pid == 1:
+                arrays["fc2.bias"] = np.full_like(arrays["fc2.bias"], np.nan)
+            else:
+                arrays["fc2.bias"] = arrays["fc2.bias"][:-1]
+            reply.content["arrays"] = numpy_to_record(arrays)
+        return reply
+
+    strategy, _, _, acc, _, result = _run(_config(**{"clients-per-round": 5}), rounds=2, tamper=tamper)
+    assert strategy.rejections == {1: 2, 2: 2}
+    assert all(np.isfinite(v).all() for v in record_to_numpy(result.arrays).values()) and acc > 0.3
