@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from fedcompress.errors import ConfigError
+from fedcompress.errors import ConfigError, FedCompressError
 
 # flag -> run-config key, for the readable flags of `fedcompress simulate`
 SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -166,11 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"fedcompress: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # SimulationError and friends: one line, not a traceback
-        if type(err).__name__ == "SimulationError":
-            print(f"fedcompress: error: {err}", file=sys.stderr)
-            return 1
-        raise
+    except FedCompressError as err:  # a run that did not finish: one line, not a traceback
+        print(f"fedcompress: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.config import PROJECT_ROOT, RunConfig, pyproject_defaults
-from fedcompress.errors import ConfigError
+from fedcompress.errors import ConfigError, RunError
 
 OFFLINE_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -32,7 +32,7 @@ OFFLINE_ENV = {
 }
 
 
-class SimulationError(RuntimeError):
+class SimulationError(RunError):
     """The Flower run ended without a complete run directory."""
 
 

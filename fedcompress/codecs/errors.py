@@ -1,15 +1,5 @@
-"""The one error a decoder raises: the payload (not the caller's code) is at fault."""
+"""The one error a decoder raises (re-exported here for the codecs' own imports)."""
 
-from __future__ import annotations
+from fedcompress.errors import PayloadError
 
-
-class PayloadError(ValueError):
-    """A payload that cannot be decoded safely; ``reason`` says why in plain words.
-
-    It subclasses ``ValueError`` so code that already guards decoding with ``except ValueError`` stays
-    correct.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+__all__ = ["PayloadError"]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedcompress.errors import ConfigError
+from fedcompress.errors import ConfigError, RunError
 from simulations.study.spec import Cell, Study, config_hash, load_study
 
 ROUND_LINE = re.compile(r"round\s+(\d+)\s*/\s*(\d+)")
@@ -142,10 +142,8 @@ def _run_cell(
                 echo=bars.echo(verbose), verbose=verbose, timeout=timeout,
             )  # fmt: skip
             return None
-        except (
-            Exception
-        ) as err:  # SimulationError, a bad data dir, ...: recorded by the caller, the rest go on
-            if type(err).__name__ != "SimulationError" or attempt == retries:
+        except Exception as err:  # a failed run, a bad data dir, ...: recorded by the caller, the rest go on
+            if not isinstance(err, RunError) or attempt == retries:
                 return err
             bars.log(f"retry {cell.cell_id} ({attempt + 1}/{retries}): {str(err).splitlines()[0]}")
     return None
