@@ -9,68 +9,69 @@ from typing import Any
 
 from fedcompress.errors import ConfigError, FedCompressError
 
-# flag -> run-config key, for the readable flags of `fedcompress simulate`
-SIMULATE_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--dataset": (
-        "dataset",
-        str,
-        "digits | mnist | femnist | cifar10 | shakespeare | idx | imagefolder | hub:NAME",
-    ),
-    "--data-dir": (
-        "data-dir",
-        str,
-        "folder holding the data (default: $FEDCOMPRESS_DATA_DIR or ../shared/data)",
-    ),
-    "--rounds": ("num-server-rounds", int, "server rounds"),
-    "--num-clients": ("num-partitions", int, "clients (partitions = simulated SuperNodes)"),
-    "--clients-per-round": ("clients-per-round", int, "clients sampled each round"),
-    "--partitioning": ("partitioning", str, "natural | iid | dirichlet | shards"),
-    "--alpha": ("dirichlet-alpha", float, "Dirichlet concentration over labels"),
-    "--shards-per-client": ("shards-per-client", int, "classes per client for 'shards'"),
-    "--local-epochs": ("local-epochs", int, "local epochs per round"),
-    "--lr": ("learning-rate", float, "client SGD learning rate"),
-    "--momentum": ("momentum", float, "client SGD momentum"),
-    "--batch-size": ("batch-size", int, "client batch size"),
-    "--model": ("model", str, "auto | cnn8 | cnn28 | cnn32 | lstm"),
-    "--width": ("width", float, "model width multiplier"),
-    "--strategy": (
-        "strategy",
-        str,
-        "fedavg | fedprox | fedadam | fedyogi | fedadagrad | fedavgm | fedmedian | krum",
-    ),
-    "--proximal-mu": ("proximal-mu", float, "FedProx mu"),
-    "--server-lr": ("server-learning-rate", float, "server learning rate (FedAdam/FedYogi/FedAdagrad)"),
-    "--eval-every": ("eval-every", int, "central evaluation every N rounds (0 = last round only)"),
-    "--seed": ("seed", int, "seed for partitioning, sampling, initialisation and shuffling"),
-    "--uplink": ("uplink", str, "uplink codec pipeline, e.g. 'topk(0.01) > ef > uniform(4) > entropy'"),
-    "--downlink": ("downlink", str, "downlink codec pipeline"),
-    "--run-dir": ("run-dir", str, "where to write metrics, ledger and summary (default ./runs/...)"),
-}
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_run_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per run-config key (`--num-server-rounds`, plus its short alias such as `--rounds`), with the
+    help, type and choices of the declaration in `fedcompress.config`."""
+    from fedcompress.config import choices_of, declared
+
+    for f in declared():
+        key = f.name.replace("_", "-")
+        flags = [f"--{key}"] + ([f.metadata["flag"]] if f.metadata["flag"] else [])
+        typ = {"bool": _bool, "int": int, "float": float, "str": str}[str(f.type)]
+        p.add_argument(
+            *flags, dest=f.name, type=typ, choices=choices_of(f), default=None,
+            help=f"{f.metadata['help']} (default: {f.default!r})",
+        )  # fmt: skip
+
+
+def run_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`--run-config 'k=v ...'` first, then the flags a user gave (flags win)."""
+    from fedcompress.config import check_keys, declared, parse_overrides
+
+    overrides: dict[str, Any] = parse_overrides(args.run_config)
+    check_keys(overrides)
+    for f in declared():
+        value = getattr(args, f.name)
+        if value is not None:
+            overrides[f.name.replace("_", "-")] = value
+    return overrides
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run a federated simulation on Flower's simulation engine")
-    for flag, (key, typ, help_text) in SIMULATE_FLAGS.items():
-        p.add_argument(flag, dest=key.replace("-", "_"), type=typ, help=f"{help_text} [{key}]")
+    add_run_config_flags(p)
     p.add_argument(
         "--run-config", default="", help="extra run-config overrides, 'k=v k2=\"s\"' (any app key)"
     )
+    p.add_argument(
+        "--compare-fp32", action="store_true",
+        help="also run the same config with uncompressed (fp32) updates both ways, and compare bytes and accuracy",
+    )  # fmt: skip
     p.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs Ray gives each virtual client")
     p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines too")
     p.set_defaults(func=_cmd_simulate)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from fedcompress.config import parse_overrides
-    from fedcompress.simulation import simulate
+    from fedcompress.launch.simulation import simulate
 
-    overrides: dict[str, Any] = parse_overrides(args.run_config)
-    for key, _, _ in SIMULATE_FLAGS.values():
-        value = getattr(args, key.replace("-", "_"))
-        if value is not None:
-            overrides[key] = value
+    overrides = run_config_overrides(args)
     summary = simulate(overrides, cpus_per_client=args.cpus_per_client, verbose=args.verbose)
-    print(json.dumps(summary))
+    if args.compare_fp32:
+        from fedcompress.launch.compare import compare_with_fp32
+
+        compare_with_fp32(overrides, summary, cpus_per_client=args.cpus_per_client, verbose=args.verbose)
+    else:
+        print(json.dumps(summary))
     return 0
 
 
@@ -92,7 +93,7 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run a grid of simulations from a TOML spec, and report on it")
     ssub = p.add_subparsers(dest="study_command", required=True)
     run = ssub.add_parser("run", help="run every cell of a study spec (resumes; failed cells do not stop it)")
-    run.add_argument("spec", help="a spec file, or a name in simulations/studies/ (e.g. femnist_uplink)")
+    run.add_argument("spec", help="a spec file, or the name of a shipped spec (e.g. femnist_uplink)")
     run.add_argument("--quick", action="store_true", help="the spec's [quick] variant (CI-sized)")
     run.add_argument("--out", help="output folder (default runs/studies/<name>[-quick])")
     run.add_argument("--only", help="run only cells whose id matches this glob (plain text: substring)")
@@ -106,12 +107,12 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--target", action="append", help="override a target: DATASET=ACC (repeatable)")
 
     def _run(args: argparse.Namespace) -> int:
-        from simulations.study.commands import cmd_run
+        from fedcompress.studies.commands import cmd_run
 
         return cmd_run(args)
 
     def _report(args: argparse.Namespace) -> int:
-        from simulations.study.commands import cmd_report
+        from fedcompress.studies.commands import cmd_report
 
         return cmd_report(args)
 
@@ -138,12 +139,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="run the app on Flower's deployment engine (SuperLink + SuperNodes)")
     p.add_argument("where", choices=["local"], help="local: all processes on this machine, on loopback")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="deploy_local.py arguments (see --help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="deployment arguments (see `fedcompress deploy local --help`)")
     p.set_defaults(func=_cmd_deploy)
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from simulations.deploy_local import main as deploy_local
+    from fedcompress.launch.deployment import main as deploy_local
 
     return deploy_local(args.rest, prog="fedcompress deploy local")
 

@@ -1,7 +1,9 @@
-"""The run configuration: one typed, validated view of Flower's `run_config` shared by server, client and CLI.
+"""The run configuration, declared once: every key's type, default, help, flag, choices and check.
 
-`pyproject.toml` ([tool.flwr.app.config]) holds the defaults Flower reads; this module checks every key a user
-passes (unknown key, wrong type, value out of range) and fails with one message naming the key and what is allowed.
+`RunConfig`'s fields are the declaration. From it come the `fedcompress simulate` flags and their help, the
+defaults Flower reads (`[tool.flwr.app.config]` of the app a launcher writes; the checkout's pyproject.toml is
+tested against it), and validation: an unknown key, a wrong type or a bad value fails with one message naming
+the key and what is allowed. Server and client read Flower's `run_config` through `RunConfig.from_run_config`.
 """
 
 from __future__ import annotations
@@ -10,125 +12,125 @@ import hashlib
 import json
 import shlex
 import tomllib
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from fedcompress.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "fedmedian", "krum")
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
 MODEL_CHOICES = ("auto", "cnn8", "cnn28", "cnn32", "lstm")
 TIER_TRAINING = ("distill", "separate", "heterofl")
+
+
+def key(
+    default: Any,
+    help: str,  # noqa: A002 - the word argparse uses
+    *,
+    flag: str | None = None,
+    choices: tuple[Any, ...] | None = None,
+    check: Callable[[Any], bool] | None = None,
+    expect: str = "",
+) -> Any:
+    """Declare one run-config key: its default, help, an optional short flag, and what values it accepts."""
+    return field(
+        default=default,
+        metadata={"help": help, "flag": flag, "choices": choices, "check": check, "expect": expect},
+    )
+
+
+def _strategies() -> tuple[str, ...]:
+    from fedcompress.flower.strategies import STRATEGIES
+
+    return tuple(STRATEGIES)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Every knob of a run; field names are the kebab-case run-config keys with '-' -> '_'."""
 
-    num_server_rounds: int = 30
-    clients_per_round: int = 5
-    local_epochs: int = 2
-    learning_rate: float = 0.1
-    momentum: float = 0.0
-    batch_size: int = 16
-    dataset: str = "digits"
-    data_dir: str = ""
-    partitioning: str = "dirichlet"
-    num_partitions: int = 10
-    dirichlet_alpha: float = 0.5
-    shards_per_client: int = 2
-    val_fraction: float = 0.1
-    model: str = "auto"
-    width: float = 1.0
-    strategy: str = "fedavg"
-    proximal_mu: float = 0.01
-    server_learning_rate: float = 0.1
-    server_momentum: float = 0.9
-    eval_every: int = 1
-    seed: int = 0
-    run_dir: str = ""
-    uplink: str = "identity"
-    downlink: str = "identity"
-    downlink_shared_init: bool = True
-    target_accuracy: float = 0.0
-    tiers: str = ""
-    tier_mix: str = ""
-    tier_training: str = "distill"
-    distill_epochs: int = 1
-    distill_lr: float = 0.001
-    distill_tau: float = 2.0
-    distill_proxy_fraction: float = 0.05
-    distill_feature_weight: float = 0.0
-    distill_relation_weight: float = 0.0
-    distill_teachers: str = "all"
+    num_server_rounds: int = key(30, "server rounds", flag="--rounds", check=lambda v: v >= 1, expect="an integer >= 1")
+    clients_per_round: int = key(5, "clients sampled each round", check=lambda v: v >= 1, expect="an integer >= 1")
+    local_epochs: int = key(2, "local epochs per round", check=lambda v: v >= 1, expect="an integer >= 1")
+    learning_rate: float = key(0.1, "client SGD learning rate", flag="--lr", check=lambda v: v > 0, expect="a number > 0")
+    momentum: float = key(0.0, "client SGD momentum", check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
+    batch_size: int = key(16, "client batch size", check=lambda v: v >= 1, expect="an integer >= 1")
+    dataset: str = key("digits", "digits | mnist | femnist | cifar10 | shakespeare | idx | imagefolder | hub:NAME")
+    data_dir: str = key("", "folder holding the data (default: $FEDCOMPRESS_DATA_DIR or ../shared/data)")
+    partitioning: str = key("dirichlet", "how data is split over clients", choices=PARTITIONINGS)
+    num_partitions: int = key(10, "clients (partitions = simulated SuperNodes)", flag="--num-clients", check=lambda v: v >= 1, expect="an integer >= 1")
+    dirichlet_alpha: float = key(0.5, "Dirichlet concentration over labels", flag="--alpha", check=lambda v: v > 0, expect="a number > 0")
+    shards_per_client: int = key(2, "classes per client for 'shards'", check=lambda v: v >= 1, expect="an integer >= 1")
+    val_fraction: float = key(0.1, "share of each client's data held out for its evaluation", check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
+    model: str = key("auto", "model family (auto picks by dataset)", choices=MODEL_CHOICES)
+    width: float = key(1.0, "model width multiplier", check=lambda v: 0 < v <= 4, expect="a number in (0, 4]")
+    strategy: str = key("fedavg", "inner Flower strategy", choices=_strategies)  # type: ignore[arg-type]
+    proximal_mu: float = key(0.01, "FedProx mu", check=lambda v: v >= 0, expect="a number >= 0")
+    server_learning_rate: float = key(0.1, "server learning rate (FedAdam/FedYogi/FedAdagrad)", flag="--server-lr", check=lambda v: v > 0, expect="a number > 0")
+    server_momentum: float = key(0.9, "server momentum (FedAvgM)", check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
+    eval_every: int = key(1, "central evaluation every N rounds (0 = last round only)", check=lambda v: v >= 0, expect="an integer >= 0 (0 = only the last round)")
+    seed: int = key(0, "seed for partitioning, sampling, initialisation and shuffling")
+    run_dir: str = key("", "where to write metrics, ledger and summary (default ./runs/...)")
+    uplink: str = key("identity", "uplink codec pipeline, e.g. 'topk(0.01) > ef > uniform(4) > entropy'")
+    downlink: str = key("identity", "downlink codec pipeline, e.g. 'topk(0.1) > uniform(4) > entropy'")
+    downlink_shared_init: bool = key(True, "first compressed downlink is a delta from the seeded initial model")
+    target_accuracy: float = key(0.0, "stop the round central accuracy first reaches this (0 = run every round)", check=lambda v: 0 <= v <= 1, expect="a number in [0, 1] (0 = run every round)")
+    tiers: str = key("", "device tiers, 'name=width[/storage] ...' (empty: one model)")
+    tier_mix: str = key("", "share of clients per tier, 'name=fraction ...'")
+    tier_training: str = key("distill", "how tiers learn", choices=TIER_TRAINING)
+    distill_epochs: int = key(1, "server distillation epochs per round", check=lambda v: v >= 0, expect="an integer >= 0")
+    distill_lr: float = key(0.001, "server distillation learning rate", check=lambda v: v > 0, expect="a number > 0")
+    distill_tau: float = key(2.0, "distillation temperature", check=lambda v: v > 0, expect="a number > 0")
+    distill_proxy_fraction: float = key(0.05, "share of train images withheld as the server's unlabeled proxy set", check=lambda v: 0 < v < 1, expect="a number in (0, 1)")
+    distill_feature_weight: float = key(0.0, "weight of the feature (hint) distillation loss", check=lambda v: v >= 0, expect="a number >= 0")
+    distill_relation_weight: float = key(0.0, "weight of the relation (RKD) distillation loss", check=lambda v: v >= 0, expect="a number >= 0")
+    distill_teachers: str = key("all", "teachers of each tier", choices=("all", "wider"))
 
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name.replace("_", "-") for f in fields(cls)]
 
     @classmethod
-    def from_run_config(cls, run_config: dict[str, Any], *, strict: bool = True) -> RunConfig:
-        """Build from Flower's run_config (kebab-case keys), checking names, types and ranges."""
+    def from_run_config(cls, run_config: dict[str, Any], *, strict: bool = False) -> RunConfig:
+        """Build from Flower's run_config (kebab-case keys), checking names, types and ranges of our keys.
+
+        Keys that are not ours are ignored (a Flower server may send its own, e.g. `fraction-evaluate`);
+        with `strict=True` they are an error (what a user typed on our command line).
+        """
         types = {f.name: f.type for f in fields(cls)}
         values: dict[str, Any] = {}
-        for key, value in run_config.items():
-            name = key.replace("-", "_")
+        for name_, value in run_config.items():
+            name = str(name_).replace("-", "_")
             if name not in types:
                 if strict:
-                    raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(cls.keys())}")
+                    raise ConfigError(f"unknown config key {name_!r}; valid keys: {', '.join(cls.keys())}")
                 continue
-            values[name] = _coerce(key, value, types[name])
+            values[name] = _coerce(str(name_), value, types[name])
         cfg = cls(**values)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(
-                    f"config key {key!r} = {getattr(self, key.replace('-', '_'))!r}: expected {what}"
-                )
-
-        need(self.num_server_rounds >= 1, "num-server-rounds", "an integer >= 1")
-        need(self.clients_per_round >= 1, "clients-per-round", "an integer >= 1")
-        need(self.clients_per_round <= self.num_partitions, "clients-per-round", "<= num-partitions")
-        need(self.local_epochs >= 1, "local-epochs", "an integer >= 1")
-        need(self.learning_rate > 0, "learning-rate", "a number > 0")
-        need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
-        need(self.batch_size >= 1, "batch-size", "an integer >= 1")
-        need(self.num_partitions >= 1, "num-partitions", "an integer >= 1")
-        need(self.dirichlet_alpha > 0, "dirichlet-alpha", "a number > 0")
-        need(0 <= self.val_fraction < 1, "val-fraction", "a number in [0, 1)")
-        need(self.partitioning in PARTITIONINGS, "partitioning", f"one of {PARTITIONINGS}")
-        need(self.model in MODEL_CHOICES, "model", f"one of {MODEL_CHOICES}")
-        need(0 < self.width <= 4, "width", "a number in (0, 4]")
-        need(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}")
-        need(0 <= self.target_accuracy <= 1, "target-accuracy", "a number in [0, 1] (0 = run every round)")
-        need(self.tier_training in TIER_TRAINING, "tier-training", f"one of {TIER_TRAINING}")
-        need(self.distill_teachers in ("all", "wider"), "distill-teachers", "'all' or 'wider'")
-        need(self.distill_epochs >= 0, "distill-epochs", "an integer >= 0")
-        need(self.distill_lr > 0, "distill-lr", "a number > 0")
-        need(self.distill_tau > 0, "distill-tau", "a number > 0")
-        need(0 < self.distill_proxy_fraction < 1, "distill-proxy-fraction", "a number in (0, 1)")
-        need(self.distill_feature_weight >= 0, "distill-feature-weight", "a number >= 0")
-        need(self.distill_relation_weight >= 0, "distill-relation-weight", "a number >= 0")
-        for key in ("uplink", "downlink"):
-            spec = getattr(self, key)
+        for f in fields(self):
+            _check_field(f, getattr(self, f.name))
+        if self.clients_per_round > self.num_partitions:
+            raise ConfigError(
+                f"config key 'clients-per-round' = {self.clients_per_round}: expected <= num-partitions "
+                f"({self.num_partitions})"
+            )
+        for name in ("uplink", "downlink"):
+            spec = getattr(self, name)
             if spec != "identity":
                 from fedcompress.codecs import Pipeline
 
                 try:
                     Pipeline.parse(spec)
                 except ValueError as err:
-                    raise ConfigError(f"config key {key!r} = {spec!r}: {err}") from None
+                    raise ConfigError(f"config key {name!r} = {spec!r}: {err}") from None
         if self.tiers or self.tier_mix:
             from fedcompress.devices.config import parse_tier_config
 
             parse_tier_config(self.tiers, self.tier_mix)  # raises ConfigError naming the bad entry
-        need(self.eval_every >= 0, "eval-every", "an integer >= 0 (0 = only the last round)")
 
     def as_run_config(self) -> dict[str, Any]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
@@ -139,7 +141,32 @@ class RunConfig:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _coerce(key: str, value: Any, typ: Any) -> Any:
+def declared() -> list[Field]:
+    """The declaration: one dataclass field per run-config key, with its metadata."""
+    return list(fields(RunConfig))
+
+
+def defaults() -> dict[str, Any]:
+    """The default run config as Flower reads it (kebab-case keys)."""
+    return {f.name.replace("_", "-"): f.default for f in fields(RunConfig) if f.default is not MISSING}
+
+
+def choices_of(f: Field) -> tuple[Any, ...] | None:
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
+def _check_field(f: Field, value: Any) -> None:
+    key_name = f.name.replace("_", "-")
+    choices = choices_of(f)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key {key_name!r} = {value!r}: expected one of {choices}")
+    check = f.metadata.get("check")
+    if check is not None and not check(value):
+        raise ConfigError(f"config key {key_name!r} = {value!r}: expected {f.metadata['expect']}")
+
+
+def _coerce(key_name: str, value: Any, typ: Any) -> Any:
     typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, typ)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -147,15 +174,9 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         return int(value)
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
         raise ConfigError(
-            f"config key {key!r} = {value!r}: expected {typ.__name__}, got {type(value).__name__}"
+            f"config key {key_name!r} = {value!r}: expected {typ.__name__}, got {type(value).__name__}"
         )
     return value
-
-
-def pyproject_defaults(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """The defaults Flower reads, from the app's pyproject.toml."""
-    with open(root / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["tool"]["flwr"]["app"]["config"]
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
@@ -171,3 +192,10 @@ def parse_overrides(text: str) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             out[k] = v
     return out
+
+
+def check_keys(overrides: dict[str, Any]) -> None:
+    """Overrides a user typed must all be ours."""
+    unknown = sorted(set(overrides) - set(RunConfig.keys()))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(RunConfig.keys())}")

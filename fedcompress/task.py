@@ -63,31 +63,3 @@ def client_partition(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.
     if uses_proxy(cfg):
         mine = np.setdiff1d(mine, proxy_indices(cfg), assume_unique=True)
     return split_train_val(mine, cfg.val_fraction, cfg.seed + partition_id)
-
-
-def make_strategy(cfg: RunConfig, initial: object | None = None):  # noqa: ANN201
-    """The inner Flower strategy named in the config, set to train every node the wrapper shows it."""
-    from flwr.serverapp import strategy as fl
-
-    common = dict(
-        fraction_train=1.0,
-        fraction_evaluate=0.0,
-        min_train_nodes=1,
-        min_evaluate_nodes=0,
-        min_available_nodes=1,
-    )
-    name = cfg.strategy
-    if name == "fedavg":
-        return fl.FedAvg(**common)
-    if name == "fedprox":
-        return fl.FedProx(proximal_mu=cfg.proximal_mu, **common)
-    if name == "fedavgm":
-        return fl.FedAvgM(server_learning_rate=1.0, server_momentum=cfg.server_momentum, **common)
-    if name == "fedmedian":
-        return fl.FedMedian(**common)
-    if name == "krum":
-        return fl.Krum(num_malicious_nodes=0, **common)
-    if name in ("fedadam", "fedyogi", "fedadagrad"):
-        cls = {"fedadam": fl.FedAdam, "fedyogi": fl.FedYogi, "fedadagrad": fl.FedAdagrad}[name]
-        return cls(eta=cfg.server_learning_rate, **common)
-    raise ValueError(f"unknown strategy {name!r}")

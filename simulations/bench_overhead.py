@@ -14,7 +14,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from fedcompress.simulation import run_flower_app, simulate
+from fedcompress.launch.simulation import run_flower_app, simulate
 
 PLAIN_APP = Path(__file__).resolve().parent / "baselines" / "plain_fedavg"
 

@@ -1,21 +1,49 @@
-"""The run config: pyproject's defaults and the typed view agree, and bad values are named."""
+"""The run config: one declaration; the checkout's pyproject agrees with it, and bad values are named."""
+
+import argparse
+import tomllib
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from fedcompress.config import RunConfig, parse_overrides, pyproject_defaults
+from fedcompress.cli import build_parser
+from fedcompress.config import RunConfig, check_keys, choices_of, defaults, parse_overrides
 from fedcompress.errors import ConfigError
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_pyproject_defaults_match_the_typed_config() -> None:
-    defaults = pyproject_defaults()
-    assert set(defaults) == set(RunConfig.keys())
-    assert RunConfig.from_run_config(defaults) == RunConfig()
+
+def test_checkout_pyproject_defaults_are_the_declaration() -> None:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        in_pyproject = tomllib.load(f)["tool"]["flwr"]["app"]["config"]
+    assert in_pyproject == defaults()
+    assert RunConfig.from_run_config(defaults()) == RunConfig()
+
+
+def test_every_key_has_help_and_a_simulate_flag() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {a.dest: a for a in sub.choices["simulate"]._actions}
+    for f in fields(RunConfig):
+        assert f.metadata["help"], f.name
+        assert f.name in dests, f"no flag for {f.name}"
+        assert f.metadata["help"] in dests[f.name].help
+        if choices_of(f):
+            assert tuple(dests[f.name].choices) == choices_of(f)
+
+
+def test_keys_that_are_not_ours_are_ignored_unless_strict() -> None:
+    assert RunConfig.from_run_config({"fraction-evaluate": 0.5, "seed": 3}).seed == 3
+    with pytest.raises(ConfigError, match="unknown config key 'fraction-evaluate'"):
+        RunConfig.from_run_config({"fraction-evaluate": 0.5}, strict=True)
+    with pytest.raises(ConfigError, match="num-rounds"):
+        check_keys({"num-rounds": 3})
 
 
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ({"num-rounds": 3}, "unknown config key 'num-rounds'"),
         ({"seed": "zero"}, "'seed' = 'zero': expected int"),
         ({"learning-rate": -1.0}, "'learning-rate'"),
         ({"clients-per-round": 50}, "<= num-partitions"),
@@ -29,7 +57,7 @@ def test_pyproject_defaults_match_the_typed_config() -> None:
 )
 def test_bad_values_are_named(override: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        RunConfig.from_run_config({**pyproject_defaults(), **override})
+        RunConfig.from_run_config({**defaults(), **override})
 
 
 def test_overrides_parse_like_flwr_run_config() -> None:

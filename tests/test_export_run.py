@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from fedcompress.cli import main
-from fedcompress.config import RunConfig, pyproject_defaults
+from fedcompress.config import RunConfig, defaults
 from fedcompress.errors import ConfigError
 from fedcompress.export import export_from_run
 from fedcompress.task import make_model
 
 
 def _run_dir(tmp_path: Path, **kw: object) -> tuple[Path, RunConfig]:
-    cfg = RunConfig.from_run_config({**pyproject_defaults(), **kw})
+    cfg = RunConfig.from_run_config({**defaults(), **kw})
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"config": cfg.as_run_config()}))

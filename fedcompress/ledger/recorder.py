@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -17,6 +18,14 @@ from typing import Any
 from fedcompress.ledger.ledger import Ledger
 
 MB = 1e6
+
+
+def default_run_dir(run_dir: str, dataset: str, digest: str) -> Path:
+    """`run_dir` if set, else $FEDCOMPRESS_RUNS_DIR (or ./runs)/<time>-<dataset>-<config digest>, absolute."""
+    if run_dir:
+        return Path(run_dir).expanduser().resolve()
+    root = Path(os.environ.get("FEDCOMPRESS_RUNS_DIR", "runs"))
+    return (root / f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{digest}").resolve()
 
 
 def environment() -> dict[str, str]:

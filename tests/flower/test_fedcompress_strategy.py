@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from client.app import app as client_app
-from fedcompress.config import RunConfig, pyproject_defaults
+from fedcompress.config import RunConfig, defaults
+from fedcompress.flower.clientapp import app as client_app
 from fedcompress.flower.payload import PAYLOAD_KEY, STYPE, payload_of, payload_record
 from fedcompress.flower.records import numpy_to_record, record_to_numpy, state_to_numpy
 from fedcompress.flower.sampling import discover_partitions
+from fedcompress.flower.strategies import make_strategy
 from fedcompress.flower.strategy import FedCompress
 from fedcompress.ledger import Ledger
-from fedcompress.task import dataset, make_model, make_strategy
+from fedcompress.task import dataset, make_model
 from fedcompress.training import evaluate
 from tests.flower.loopback import LoopbackGrid
 
@@ -21,7 +22,7 @@ SPARSE = "topk(0.05) > ef > uniform(4) > entropy"
 
 
 def _config(**kw: object) -> RunConfig:
-    base = {**pyproject_defaults(), "num-partitions": 5, "clients-per-round": 4, "partitioning": "iid",
+    base = {**defaults(), "num-partitions": 5, "clients-per-round": 4, "partitioning": "iid",
             "local-epochs": 2, "learning-rate": 0.1, "batch-size": 16, "seed": 3}  # fmt: skip
     return RunConfig.from_run_config({**base, **kw})
 

@@ -7,23 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.app import app as client_app
-from fedcompress.config import RunConfig, pyproject_defaults
+from fedcompress.config import RunConfig, defaults
 from fedcompress.devices import NoTierFits
 from fedcompress.errors import ConfigError
+from fedcompress.flower.clientapp import app as client_app
 from fedcompress.flower.records import numpy_to_record, state_to_numpy
 from fedcompress.flower.sampling import discover_partitions
+from fedcompress.flower.serverapp import _tiered_strategy
 from fedcompress.flower.tiered import heterofl_aggregate, slice_like, split_clients
 from fedcompress.ledger import RunRecorder
 from fedcompress.task import client_partition, make_model, proxy_indices
-from server.app import _tiered_strategy
 from tests.flower.loopback import LoopbackGrid
 
 TIERS = {"tiers": "full=1.0 tiny=0.5/int8", "tier-mix": "full=0.5 tiny=0.5"}
 
 
 def _cfg(**kw: object) -> RunConfig:
-    base = {**pyproject_defaults(), "num-partitions": 6, "clients-per-round": 4, "partitioning": "iid",
+    base = {**defaults(), "num-partitions": 6, "clients-per-round": 4, "partitioning": "iid",
             "local-epochs": 2, "learning-rate": 0.1, "batch-size": 16, "seed": 1, "distill-proxy-fraction": 0.1,
             "uplink": "topk(0.1) > ef > uniform(4) > entropy", "downlink": "uniform(8) > entropy", **TIERS}  # fmt: skip
     return RunConfig.from_run_config({**base, **kw})

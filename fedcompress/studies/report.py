@@ -18,7 +18,7 @@ from typing import Any
 
 from fedcompress.errors import ConfigError
 from fedcompress.ledger.recorder import MB, rounds_to_target
-from simulations.study.plots import Series, plot_dataset
+from fedcompress.studies.plots import Series, plot_dataset
 
 IDENTITY = "identity"
 NOT_SETTING = ("seed", "run-dir", "data-dir")  # keys that do not make a different row

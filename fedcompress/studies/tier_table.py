@@ -1,6 +1,6 @@
 """Per-tier table for tiered runs: what each device stores, downloads, runs and scores, against fp32 global.
 
-    python -m simulations.tier_table RUN_DIR [MORE_RUN_DIRS ...] [--baseline FP32_RUN_DIR] [--out FILE.md]
+    python -m fedcompress.studies.tier_table RUN_DIR [MORE_RUN_DIRS ...] [--baseline FP32_RUN_DIR] [--out FILE.md]
 
 The first run's tiers are exported the way each tier stores its model (int8 tiers as quantized TorchScript,
 fp32 tiers as TorchScript): bytes are measured on disk, latency on one CPU thread at batch 1, accuracy is the

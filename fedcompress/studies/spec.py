@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import PROJECT_ROOT, RunConfig, pyproject_defaults
+from fedcompress.config import RunConfig, defaults
 from fedcompress.errors import ConfigError
 
-STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+STUDIES_DIR = Path(__file__).resolve().parent / "specs"  # shipped specs (package data)
 TOP_TABLES = ("study", "base", "grid", "cells", "quick")
 STUDY_KEYS = ("name", "description", "target")
 QUICK_TABLES = ("grid", "target", "cells")
@@ -75,7 +75,7 @@ class Study:
 
 
 def resolve_spec_path(spec: str | Path) -> Path:
-    """A path, or the name of a shipped spec (`femnist_uplink` -> simulations/studies/femnist_uplink.toml)."""
+    """A path, or the name of a shipped spec (`femnist_uplink` -> fedcompress/studies/specs/femnist_uplink.toml)."""
     path = Path(spec)
     if path.exists():
         return path
@@ -162,11 +162,11 @@ def _check_targets(targets: Any, table: str, where: _Locator) -> None:
 def _check_run_keys(values: dict[str, Any], table: str, where: _Locator) -> None:
     """Names only (values are checked per cell): unknown keys and keys the runner owns."""
     valid = RunConfig.keys()
-    defaults = pyproject_defaults(PROJECT_ROOT)
+    known = defaults()
     for key in values:
         if key in RESERVED:
             raise where.error(table, key, f"[{table}] {key!r} is set by the runner (use --out)")
-        if key not in valid or key not in defaults:
+        if key not in valid or key not in known:
             raise where.error(table, key, f"[{table}] unknown run-config key {key!r}{_hint(key, valid)}")
 
 
@@ -243,7 +243,7 @@ def _expand(raw: dict[str, Any], where: _Locator, *, quick: bool) -> tuple[dict[
 
 def _resolve(overrides: dict[str, Any], search: list[str], where: _Locator) -> RunConfig:
     try:
-        return RunConfig.from_run_config({**pyproject_defaults(PROJECT_ROOT), **overrides})
+        return RunConfig.from_run_config({**defaults(), **overrides})
     except ConfigError as err:
         match = re.search(r"config key '([^']+)'", str(err))
         key = match.group(1) if match else None
@@ -286,7 +286,7 @@ def check_pipeline(spec: str) -> str:
 
 def config_hash(overrides: dict[str, Any]) -> str:
     """Hash of the resolved run config without paths; recomputable from a run dir's config.json (resume)."""
-    cfg = RunConfig.from_run_config({**pyproject_defaults(PROJECT_ROOT), **overrides}, strict=False)
+    cfg = RunConfig.from_run_config({**defaults(), **overrides}, strict=False)
     body = {k: v for k, v in cfg.as_run_config().items() if k not in HASH_EXCLUDED}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedcompress.errors import ConfigError
-from fedcompress.simulation import simulate
+from fedcompress.launch.simulation import simulate
 
 BASE = {
     "dataset": "digits",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.errors import ConfigError, RunError
-from simulations.study.spec import Cell, Study, config_hash, load_study
+from fedcompress.studies.spec import Cell, Study, config_hash, load_study
 
 ROUND_LINE = re.compile(r"round\s+(\d+)\s*/\s*(\d+)")
 Simulate = Callable[..., dict[str, Any]]
@@ -69,7 +69,7 @@ def run_study(
     """Validate the spec, run each selected cell not yet complete, write OUT/study.json; return it."""
     study = load_study(spec, quick=quick)  # raises SpecError before anything runs
     if simulate is None:
-        from fedcompress.simulation import simulate
+        from fedcompress.launch.simulation import simulate
     out = Path(out or default_out(study))
     out.mkdir(parents=True, exist_ok=True)
     chosen = select(study.cells, only)
@@ -197,13 +197,13 @@ def runner_environment() -> dict[str, Any]:
     """
     if _ENV:
         return _ENV
-    from fedcompress.config import PROJECT_ROOT
+    import fedcompress
     from fedcompress.ledger.recorder import environment
 
     env: dict[str, Any] = dict(environment())
-    commit = _git(PROJECT_ROOT, "rev-parse", "--short", "HEAD")
+    commit = _git(Path(fedcompress.__file__).parent, "rev-parse", "--short", "HEAD")
     if commit:
-        dirty = _git(PROJECT_ROOT, "status", "--porcelain", "--untracked-files=no")
+        dirty = _git(Path(fedcompress.__file__).parent, "status", "--porcelain", "--untracked-files=no")
         env["git_commit"] = commit + ("+dirty" if dirty else "")
     env["cpu"] = _cpu_model()
     env["cpu_count"] = os.cpu_count()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simulations.study.runner import run_study
-from simulations.study.spec import STUDIES_DIR, SpecError, load_study
+from fedcompress.studies.runner import run_study
+from fedcompress.studies.spec import STUDIES_DIR, SpecError, load_study
 
 GOOD = """\
 [study]

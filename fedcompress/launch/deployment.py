@@ -5,7 +5,7 @@ CA generated here) and SuperNode authentication (an EC key pair per node, regist
 register`), runs the fedcompress app on them with `flwr run --stream`, waits for the run directory to say
 "complete", stops every process it started (and their children), and prints one JSON line.
 
-    python -m simulations.deploy_local --nodes 2 --rounds 2 --tls --auth \
+    python -m fedcompress.launch.deployment --nodes 2 --rounds 2 --tls --auth \
         --run-config 'uplink="topk(0.05) > ef > uniform(4) > entropy" downlink="topk(0.2) > uniform(4) > entropy"'
 
 Flower 1.42 serves the Fleet, Control and Runtime APIs of a SuperLink on ONE HTTP(S) port (`--host/--port`;
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -31,149 +29,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import PROJECT_ROOT, parse_overrides
-from fedcompress.errors import ConfigError
-from fedcompress.simulation import OFFLINE_ENV, _process_table, _toml_value, resolve_config
+from fedcompress.config import parse_overrides
+from fedcompress.errors import ConfigError, RunError
+from fedcompress.launch.certs import TlsFiles, generate_node_keys, generate_tls
+from fedcompress.launch.process import (
+    OFFLINE_ENV,
+    TAG_ENV,
+    free_ports,
+    is_complete,
+    kill_tree,
+    read_summary,
+    tagged,
+    write_app,
+    write_run_config,
+)
+from fedcompress.launch.simulation import absolute_paths, resolve_config
 
 CONNECTION = "deploy-local"
-TAG_ENV = "FEDCOMPRESS_DEPLOY_TAG"  # every process we start (and its children) carries it: a leak check
-HOSTS = ("127.0.0.1", "localhost")
 
 
-class DeployError(RuntimeError):
+class DeployError(RunError):
     """The deployment did not produce a complete run."""
 
 
-# --------------------------------------------------------------------------------------------- credentials
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for the SuperLink's server side and the clients' trust anchor."""
-
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-
-
-def generate_tls(directory: Path, hosts: tuple[str, ...] = HOSTS, days: int = 2) -> TlsFiles:
-    """A throwaway CA and a server certificate for `hosts` signed by it (never reuse outside a test)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedcompress throwaway CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (
-        _cert_builder(ca_name, ca_name, ca_key.public_key(), now, days)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    names = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
-    server = (
-        _cert_builder(names, ca_name, key.public_key(), now, days)
-        .add_extension(x509.SubjectAlternativeName([_general_name(h) for h in hosts]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(directory / "ca.crt", directory / "server.pem", directory / "server.key")
-    files.ca_cert.write_bytes(_pem(ca))
-    files.server_cert.write_bytes(_pem(server))
-    _write_private(files.server_key, _private_pem(key))
-    return files
-
-
-def _cert_builder(subject: Any, issuer: Any, public_key: Any, now: datetime.datetime, days: int) -> Any:
-    from cryptography import x509
-
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))  # tolerate small clock skew
-        .not_valid_after(now + datetime.timedelta(days=days))
-    )
-
-
-def _key_usage(cert_sign: bool) -> Any:
-    from cryptography import x509
-
-    return x509.KeyUsage(
-        digital_signature=not cert_sign, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-
-
-def _general_name(host: str) -> Any:
-    """An IP SAN for addresses (TLS clients match 127.0.0.1 only against an IP entry), else a DNS SAN."""
-    from cryptography import x509
-
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
-def _pem(cert: Any) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return cert.public_bytes(Encoding.PEM)
-
-
-def _private_pem(key: Any) -> bytes:
-    from cryptography.hazmat.primitives import serialization as ser
-
-    return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a private key readable by its owner only."""
-    path.write_bytes(data)
-    path.chmod(0o600)
-
-
-def generate_node_keys(directory: Path, name: str) -> tuple[Path, Path]:
-    """An EC (NIST P-384) key pair in OpenSSH format: what `flwr supernode register` reads (SSH public key,
-    NIST curve) and `flower-supernode --auth-supernode-private-key` reads (OpenSSH private key)."""
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP384R1())
-    private, public = directory / name, directory / f"{name}.pub"
-    _write_private(
-        private, key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption())
-    )
-    public.write_bytes(key.public_key().public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH) + b"\n")
-    return private, public
-
-
 # --------------------------------------------------------------------------------------------- processes
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (all held open together, so none is handed out twice)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -301,32 +180,13 @@ class Federation:
         raise DeployError(f"the SuperLink did not open port {self.port} within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """Stop every process we started and all their descendants (SuperExec, ServerApp, ClientApps).
-
-        The tree is read before anything is signalled (children of a killed parent lose their link to it), and
-        re-read between passes to catch processes spawned meanwhile; the environment tag catches orphans.
-        """
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            doomed = self._family()
-            self.seen_pids |= doomed
-            for pid in doomed:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            _wait_gone(doomed, 8.0 if sig == signal.SIGTERM else 3.0)
+        """Stop every process we started and all their descendants (SuperExec, ServerApp, ClientApps); the
+        environment tag catches orphans whose parent died first."""
+        roots = {p.pid for p in self.procs.values()} | tagged(self.tag)
+        self.seen_pids |= kill_tree(roots, grace=8.0)
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
-
-    def _family(self) -> set[int]:
-        """Live pids: our processes, their descendants, and any process carrying our tag."""
-        table = _process_table()
-        family = {p.pid for p in self.procs.values() if p.pid in table} | tagged_pids(self.tag, table)
-        grew = True
-        while grew:
-            new = {pid for pid, (ppid, _) in table.items() if ppid in family} - family
-            family |= new
-            grew = bool(new)
-        return {pid for pid in family if _alive(pid)}
 
     def log_tails(self, lines: int = 25) -> str:
         """The last lines of every log we captured: what a failure report shows."""
@@ -337,65 +197,33 @@ class Federation:
         return "\n".join(parts)
 
 
-def tagged_pids(tag: str, table: dict[int, tuple[int, str]] | None = None) -> set[int]:
-    """Processes whose environment carries our tag (ours only: other users' environ is unreadable)."""
-    needle = f"{TAG_ENV}={tag}".encode()
-    found = set()
-    for pid in table or _process_table():
-        with contextlib.suppress(OSError):
-            if needle in Path(f"/proc/{pid}/environ").read_bytes():
-                found.add(pid)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running, i.e. present and not a zombie awaiting its parent's wait()."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait_gone(pids: set[int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-
-
 # --------------------------------------------------------------------------------------------- the run
 
 
 def run_overrides(nodes: int, rounds: int, run_dir: Path, user: dict[str, Any]) -> dict[str, Any]:
     """The app's run config: one partition per SuperNode, all sampled, absolute paths (the app runs from a
     copy under FLWR_HOME, so relative paths would not resolve)."""
-    from fedcompress.data import default_data_dir
-
-    base = {"dataset": "digits", "data-dir": str(default_data_dir().resolve())}
     fixed = {"num-partitions": nodes, "clients-per-round": nodes, "num-server-rounds": rounds}
-    overrides = {**base, **user, **fixed, "run-dir": str(run_dir.resolve())}
+    overrides = absolute_paths({"dataset": "digits", **user, **fixed}, run_dir)
     resolve_config(overrides)  # unknown keys and bad values fail here, before anything starts
     return overrides
 
 
 def submit_run(fed: Federation, app_dir: Path, overrides: dict[str, Any]) -> subprocess.Popen:
     """`flwr run APP CONNECTION --stream --run-config FILE`, its output in logs/flwr-run.log."""
-    cfg_file = fed.workdir / "run-config.toml"
-    cfg_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in overrides.items()))
+    cfg_file = write_run_config(fed.workdir / "run-config.toml", overrides)
     cmd = ["flwr", "run", str(app_dir), CONNECTION, "--stream", "--run-config", str(cfg_file)]
     return fed._spawn("flwr-run", cmd, fed.env())
 
 
 def wait_for_summary(run_dir: Path, fed: Federation, deadline: float) -> dict[str, Any]:
     """Block until summary.json says complete; fail early if it says otherwise or a SuperNode dies."""
-    path = run_dir / "summary.json"
     while time.monotonic() < deadline:
-        if path.exists():
-            with contextlib.suppress(json.JSONDecodeError):
-                summary = json.loads(path.read_text())
-                if summary.get("status") == "complete":
-                    return summary
-                raise DeployError(f"run ended with status {summary.get('status')!r}: {summary.get('error')}")
+        summary = read_summary(run_dir)
+        if summary is not None:
+            if is_complete(summary):
+                return summary
+            raise DeployError(f"run ended with status {summary.get('status')!r}: {summary.get('error')}")
         dead = [
             n
             for n, p in fed.procs.items()
@@ -416,7 +244,7 @@ def deploy(
     run_config: dict[str, Any] | None = None,
     workdir: Path | None = None,
     timeout: float = 600.0,
-    app_dir: Path = PROJECT_ROOT,
+    app_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the app on a fresh local federation; returns the summary line's fields. Always stops everything."""
     deadline = time.monotonic() + timeout
@@ -429,7 +257,7 @@ def deploy(
     try:
         fed.start_superlink(timeout=max(1.0, deadline - time.monotonic()))
         fed.start_supernodes(nodes, timeout=max(1.0, deadline - time.monotonic()))
-        submit_run(fed, app_dir, overrides)
+        submit_run(fed, app_dir or write_app(workdir / "app"), overrides)
         summary = wait_for_summary(run_dir, fed, deadline)
     except (DeployError, subprocess.TimeoutExpired) as err:
         failure = err

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from fedcompress.errors import ConfigError
-from fedcompress.simulation import SimulationError
-from simulations.study.runner import run_study
+from fedcompress.launch.simulation import SimulationError
+from fedcompress.studies.runner import run_study
 
 from .conftest import write_run
 

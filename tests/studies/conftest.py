@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from fedcompress.launch.simulation import resolve_config
 from fedcompress.ledger.recorder import summarize
-from fedcompress.simulation import resolve_config
 
 ENV = {"fedcompress": "0.1.0", "flwr": "1.42.0", "torch": "t", "numpy": "n", "python": "3.11", "machine": "x"}
 WriteRun = Callable[..., Path]

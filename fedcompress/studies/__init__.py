@@ -4,8 +4,8 @@ fedcompress study run femnist_uplink [--quick] [--out DIR] [--only PATTERN]
 fedcompress study report runs/studies/femnist_uplink [--out DIR]
 """
 
-from simulations.study.report import write_report
-from simulations.study.runner import run_study
-from simulations.study.spec import Cell, SpecError, Study, load_study
+from fedcompress.studies.report import write_report
+from fedcompress.studies.runner import run_study
+from fedcompress.studies.spec import Cell, SpecError, Study, load_study
 
 __all__ = ["Cell", "SpecError", "Study", "load_study", "run_study", "write_report"]

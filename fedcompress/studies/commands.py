@@ -10,7 +10,7 @@ from fedcompress.errors import ConfigError
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Exit 0 when every selected cell is complete, 1 when some failed (the others still ran)."""
-    from simulations.study.runner import run_study
+    from fedcompress.studies.runner import run_study
 
     index = run_study(
         args.spec, quick=args.quick, out=Path(args.out) if args.out else None, only=args.only,
@@ -20,7 +20,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from simulations.study.report import write_report
+    from fedcompress.studies.report import write_report
 
     targets = {}
     for item in args.target or []:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedcompress.flower.serverapp import _save_models
+from fedcompress.studies import tier_table
 from fedcompress.task import dataset, make_model
 from fedcompress.training import evaluate
-from server.app import _save_models
-from simulations import tier_table
 from tests.flower.test_tiered import _cfg, _run
 
 

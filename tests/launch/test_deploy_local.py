@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from simulations.deploy_local import Federation, _alive, deploy, generate_node_keys, tagged_pids
+from fedcompress.launch.certs import generate_node_keys
+from fedcompress.launch.deployment import Federation, deploy
+from fedcompress.launch.process import alive as _alive
+from fedcompress.launch.process import tagged as tagged_pids
 
 COMPRESSION = {
     "uplink": "topk(0.05) > ef > uniform(4) > entropy",

@@ -12,7 +12,7 @@ from cryptography import x509
 from flwr.cli.supernode.register import try_load_public_key
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes
 
-from simulations.deploy_local import generate_node_keys, generate_tls
+from fedcompress.launch.certs import generate_node_keys, generate_tls
 
 
 def test_server_certificate_verifies_against_the_ca_and_names_loopback(tmp_path: Path) -> None:

@@ -1,0 +1,44 @@
+"""The inner Flower strategies a run can name (`strategy = "fedadam"`), as a registry of factories.
+
+Each factory builds the strategy set to train every node the sampling wrapper shows it: fedcompress samples
+(seeded), so the inner strategy's own sampling must take all it is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flwr.serverapp.strategy import Strategy
+
+    from fedcompress.config import RunConfig
+
+TAKE_ALL_SHOWN: dict[str, Any] = dict(
+    fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=0, min_available_nodes=1
+)
+
+
+def _fl() -> Any:
+    from flwr.serverapp import strategy as fl
+
+    return fl
+
+
+STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {
+    "fedavg": lambda cfg: _fl().FedAvg(**TAKE_ALL_SHOWN),
+    "fedprox": lambda cfg: _fl().FedProx(proximal_mu=cfg.proximal_mu, **TAKE_ALL_SHOWN),
+    "fedavgm": lambda cfg: _fl().FedAvgM(
+        server_learning_rate=1.0, server_momentum=cfg.server_momentum, **TAKE_ALL_SHOWN
+    ),
+    "fedmedian": lambda cfg: _fl().FedMedian(**TAKE_ALL_SHOWN),
+    "krum": lambda cfg: _fl().Krum(num_malicious_nodes=0, **TAKE_ALL_SHOWN),
+    "fedadam": lambda cfg: _fl().FedAdam(eta=cfg.server_learning_rate, **TAKE_ALL_SHOWN),
+    "fedyogi": lambda cfg: _fl().FedYogi(eta=cfg.server_learning_rate, **TAKE_ALL_SHOWN),
+    "fedadagrad": lambda cfg: _fl().FedAdagrad(eta=cfg.server_learning_rate, **TAKE_ALL_SHOWN),
+}
+
+
+def make_strategy(cfg: RunConfig) -> Strategy:
+    """The inner Flower strategy named in the config."""
+    return STRATEGIES[cfg.strategy](cfg)
