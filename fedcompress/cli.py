@@ -75,18 +75,29 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks that print numbers")
-    p.add_argument("what", choices=["codecs"], help="what to benchmark")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
-    p.set_defaults(func=_cmd_bench)
+def _add_passthrough(
+    sub: argparse._SubParsersAction, name: str, help_text: str, choices: dict[str, str], run: Any
+) -> None:
+    """A subcommand whose first word picks a tool and whose other words are that tool's own arguments."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("what", choices=list(choices), help="; ".join(f"{k}: {v}" for k, v in choices.items()))
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, help=f"arguments of the tool (`fedcompress {name} WHAT --help`)"
+    )
+    p.set_defaults(func=lambda args: int(run(args.what, args.rest) or 0))
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _bench(what: str, rest: list[str]) -> int:
     from fedcompress.bench import codecs
 
-    codecs.main(args.rest)  # prints its table, then one JSON line
+    codecs.main(rest)  # prints its table, then one JSON line
     return 0
+
+
+def _deploy(what: str, rest: list[str]) -> int:
+    from fedcompress.launch.deployment import main as deploy_local
+
+    return deploy_local(rest, prog=f"fedcompress deploy {what}")
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
@@ -136,27 +147,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_deploy(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("deploy", help="run the app on Flower's deployment engine (SuperLink + SuperNodes)")
-    p.add_argument("where", choices=["local"], help="local: all processes on this machine, on loopback")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="deployment arguments (see `fedcompress deploy local --help`)")
-    p.set_defaults(func=_cmd_deploy)
-
-
-def _cmd_deploy(args: argparse.Namespace) -> int:
-    from fedcompress.launch.deployment import main as deploy_local
-
-    return deploy_local(args.rest, prog="fedcompress deploy local")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
-    _add_bench(sub)
+    _add_passthrough(
+        sub, "bench", "benchmarks that print numbers", {"codecs": "codec throughput and sizes"}, _bench
+    )
     _add_export(sub)
     _add_study(sub)
-    _add_deploy(sub)
+    _add_passthrough(
+        sub, "deploy", "run the app on Flower's deployment engine (SuperLink + SuperNodes)",
+        {"local": "all processes on this machine, on loopback"}, _deploy,
+    )  # fmt: skip
     return parser
 
 

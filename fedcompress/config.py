@@ -21,6 +21,22 @@ from fedcompress.errors import ConfigError
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
 MODEL_CHOICES = ("auto", "cnn8", "cnn28", "cnn32", "lstm")
 TIER_TRAINING = ("distill", "separate", "heterofl")
+DEFAULT_UPLINK = "topk(0.05) > ef > uniform(4) > entropy"  # a compression framework compresses by default
+DEFAULT_DOWNLINK = "topk(0.2) > uniform(4) > entropy"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A test a value must pass, and the words an error uses for what would be accepted."""
+
+    ok: Callable[[Any], bool]
+    expect: str
+
+
+AT_LEAST_1 = Check(lambda v: v >= 1, "an integer >= 1")
+POSITIVE = Check(lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = Check(lambda v: v >= 0, "a number >= 0")
+UNIT_INTERVAL = Check(lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def key(
@@ -28,15 +44,11 @@ def key(
     help: str,  # noqa: A002 - the word argparse uses
     *,
     flag: str | None = None,
-    choices: tuple[Any, ...] | None = None,
-    check: Callable[[Any], bool] | None = None,
-    expect: str = "",
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None,
+    check: Check | None = None,
 ) -> Any:
     """Declare one run-config key: its default, help, an optional short flag, and what values it accepts."""
-    return field(
-        default=default,
-        metadata={"help": help, "flag": flag, "choices": choices, "check": check, "expect": expect},
-    )
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "check": check})
 
 
 def _strategies() -> tuple[str, ...]:
@@ -49,41 +61,82 @@ def _strategies() -> tuple[str, ...]:
 class RunConfig:
     """Every knob of a run; field names are the kebab-case run-config keys with '-' -> '_'."""
 
-    num_server_rounds: int = key(30, "server rounds", flag="--rounds", check=lambda v: v >= 1, expect="an integer >= 1")
-    clients_per_round: int = key(5, "clients sampled each round", check=lambda v: v >= 1, expect="an integer >= 1")
-    local_epochs: int = key(2, "local epochs per round", check=lambda v: v >= 1, expect="an integer >= 1")
-    learning_rate: float = key(0.1, "client SGD learning rate", flag="--lr", check=lambda v: v > 0, expect="a number > 0")
-    momentum: float = key(0.0, "client SGD momentum", check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
-    batch_size: int = key(16, "client batch size", check=lambda v: v >= 1, expect="an integer >= 1")
-    dataset: str = key("digits", "digits | mnist | femnist | cifar10 | shakespeare | idx | imagefolder | hub:NAME")
+    num_server_rounds: int = key(30, "server rounds", flag="--rounds", check=AT_LEAST_1)
+    clients_per_round: int = key(5, "clients sampled each round", check=AT_LEAST_1)
+    local_epochs: int = key(2, "local epochs per round", check=AT_LEAST_1)
+    learning_rate: float = key(0.1, "client SGD learning rate", flag="--lr", check=POSITIVE)
+    momentum: float = key(0.0, "client SGD momentum", check=UNIT_INTERVAL)
+    batch_size: int = key(16, "client batch size", check=AT_LEAST_1)
+    dataset: str = key(
+        "digits", "digits | mnist | femnist | cifar10 | shakespeare | idx | imagefolder | hub:NAME"
+    )
     data_dir: str = key("", "folder holding the data (default: $FEDCOMPRESS_DATA_DIR or ../shared/data)")
     partitioning: str = key("dirichlet", "how data is split over clients", choices=PARTITIONINGS)
-    num_partitions: int = key(10, "clients (partitions = simulated SuperNodes)", flag="--num-clients", check=lambda v: v >= 1, expect="an integer >= 1")
-    dirichlet_alpha: float = key(0.5, "Dirichlet concentration over labels", flag="--alpha", check=lambda v: v > 0, expect="a number > 0")
-    shards_per_client: int = key(2, "classes per client for 'shards'", check=lambda v: v >= 1, expect="an integer >= 1")
-    val_fraction: float = key(0.1, "share of each client's data held out for its evaluation", check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
+    num_partitions: int = key(
+        10,
+        "clients (partitions = simulated SuperNodes)",
+        flag="--num-clients",
+        check=AT_LEAST_1,
+    )
+    dirichlet_alpha: float = key(
+        0.5,
+        "Dirichlet concentration over labels",
+        flag="--alpha",
+        check=POSITIVE,
+    )
+    shards_per_client: int = key(2, "classes per client for 'shards'", check=AT_LEAST_1)
+    val_fraction: float = key(
+        0.1,
+        "share of each client's data held out for its evaluation",
+        check=UNIT_INTERVAL,
+    )
     model: str = key("auto", "model family (auto picks by dataset)", choices=MODEL_CHOICES)
-    width: float = key(1.0, "model width multiplier", check=lambda v: 0 < v <= 4, expect="a number in (0, 4]")
+    width: float = key(1.0, "model width multiplier", check=Check(lambda v: 0 < v <= 4, "a number in (0, 4]"))
     strategy: str = key("fedavg", "inner Flower strategy", choices=_strategies)  # type: ignore[arg-type]
-    proximal_mu: float = key(0.01, "FedProx mu", check=lambda v: v >= 0, expect="a number >= 0")
-    server_learning_rate: float = key(0.1, "server learning rate (FedAdam/FedYogi/FedAdagrad)", flag="--server-lr", check=lambda v: v > 0, expect="a number > 0")
-    server_momentum: float = key(0.9, "server momentum (FedAvgM)", check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
-    eval_every: int = key(1, "central evaluation every N rounds (0 = last round only)", check=lambda v: v >= 0, expect="an integer >= 0 (0 = only the last round)")
+    proximal_mu: float = key(0.01, "FedProx mu", check=NON_NEGATIVE)
+    server_learning_rate: float = key(
+        0.1,
+        "server learning rate (FedAdam/FedYogi/FedAdagrad)",
+        flag="--server-lr",
+        check=POSITIVE,
+    )
+    server_momentum: float = key(0.9, "server momentum (FedAvgM)", check=UNIT_INTERVAL)
+    eval_every: int = key(
+        1,
+        "central evaluation every N rounds (0 = last round only)",
+        check=Check(lambda v: v >= 0, "an integer >= 0 (0 = only the last round)"),
+    )
     seed: int = key(0, "seed for partitioning, sampling, initialisation and shuffling")
     run_dir: str = key("", "where to write metrics, ledger and summary (default ./runs/...)")
-    uplink: str = key("identity", "uplink codec pipeline, e.g. 'topk(0.01) > ef > uniform(4) > entropy'")
-    downlink: str = key("identity", "downlink codec pipeline, e.g. 'topk(0.1) > uniform(4) > entropy'")
-    downlink_shared_init: bool = key(True, "first compressed downlink is a delta from the seeded initial model")
-    target_accuracy: float = key(0.0, "stop the round central accuracy first reaches this (0 = run every round)", check=lambda v: 0 <= v <= 1, expect="a number in [0, 1] (0 = run every round)")
+    uplink: str = key(DEFAULT_UPLINK, "uplink codec pipeline ('identity' = plain fp32)")
+    downlink: str = key(DEFAULT_DOWNLINK, "downlink codec pipeline ('identity' = plain fp32)")
+    downlink_shared_init: bool = key(
+        True, "first compressed downlink is a delta from the seeded initial model"
+    )
+    target_accuracy: float = key(
+        0.0,
+        "stop the round central accuracy first reaches this (0 = run every round)",
+        check=Check(lambda v: 0 <= v <= 1, "a number in [0, 1] (0 = run every round)"),
+    )
     tiers: str = key("", "device tiers, 'name=width[/storage] ...' (empty: one model)")
     tier_mix: str = key("", "share of clients per tier, 'name=fraction ...'")
     tier_training: str = key("distill", "how tiers learn", choices=TIER_TRAINING)
-    distill_epochs: int = key(1, "server distillation epochs per round", check=lambda v: v >= 0, expect="an integer >= 0")
-    distill_lr: float = key(0.001, "server distillation learning rate", check=lambda v: v > 0, expect="a number > 0")
-    distill_tau: float = key(2.0, "distillation temperature", check=lambda v: v > 0, expect="a number > 0")
-    distill_proxy_fraction: float = key(0.05, "share of train images withheld as the server's unlabeled proxy set", check=lambda v: 0 < v < 1, expect="a number in (0, 1)")
-    distill_feature_weight: float = key(0.0, "weight of the feature (hint) distillation loss", check=lambda v: v >= 0, expect="a number >= 0")
-    distill_relation_weight: float = key(0.0, "weight of the relation (RKD) distillation loss", check=lambda v: v >= 0, expect="a number >= 0")
+    distill_epochs: int = key(
+        1, "server distillation epochs per round", check=Check(lambda v: v >= 0, "an integer >= 0")
+    )
+    distill_lr: float = key(0.001, "server distillation learning rate", check=POSITIVE)
+    distill_tau: float = key(2.0, "distillation temperature", check=POSITIVE)
+    distill_proxy_fraction: float = key(
+        0.05,
+        "share of train images withheld as the server's unlabeled proxy set",
+        check=Check(lambda v: 0 < v < 1, "a number in (0, 1)"),
+    )
+    distill_feature_weight: float = key(
+        0.0, "weight of the feature (hint) distillation loss", check=NON_NEGATIVE
+    )
+    distill_relation_weight: float = key(
+        0.0, "weight of the relation (RKD) distillation loss", check=NON_NEGATIVE
+    )
     distill_teachers: str = key("all", "teachers of each tier", choices=("all", "wider"))
 
     @classmethod
@@ -161,9 +214,9 @@ def _check_field(f: Field, value: Any) -> None:
     choices = choices_of(f)
     if choices is not None and value not in choices:
         raise ConfigError(f"config key {key_name!r} = {value!r}: expected one of {choices}")
-    check = f.metadata.get("check")
-    if check is not None and not check(value):
-        raise ConfigError(f"config key {key_name!r} = {value!r}: expected {f.metadata['expect']}")
+    check: Check | None = f.metadata.get("check")
+    if check is not None and not check.ok(value):
+        raise ConfigError(f"config key {key_name!r} = {value!r}: expected {check.expect}")
 
 
 def _coerce(key_name: str, value: Any, typ: Any) -> Any:

@@ -14,7 +14,6 @@ from typing import Any
 HOSTS = ("127.0.0.1", "localhost")
 
 
-
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files for the SuperLink's server side and the clients' trust anchor."""
@@ -127,5 +126,3 @@ def generate_node_keys(directory: Path, name: str) -> tuple[Path, Path]:
     )
     public.write_bytes(key.public_key().public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH) + b"\n")
     return private, public
-
-

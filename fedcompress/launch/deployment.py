@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -33,11 +32,11 @@ from fedcompress.config import parse_overrides
 from fedcompress.errors import ConfigError, RunError
 from fedcompress.launch.certs import TlsFiles, generate_node_keys, generate_tls
 from fedcompress.launch.process import (
-    OFFLINE_ENV,
     TAG_ENV,
     free_ports,
     is_complete,
     kill_tree,
+    launch_env,
     read_summary,
     tagged,
     write_app,
@@ -82,7 +81,7 @@ class Federation:
 
     def env(self, home: Path | None = None) -> dict[str, str]:
         """Offline, private FLWR_HOME, tagged so leaks can be found by environment."""
-        return {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(home or self.home), TAG_ENV: self.tag}
+        return launch_env(FLWR_HOME=str(home or self.home), **{TAG_ENV: self.tag})
 
     def start_superlink(self, timeout: float = 60.0) -> None:
         """Start the SuperLink (one port: Fleet, Control and Runtime APIs) and wait until it accepts."""

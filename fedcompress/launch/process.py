@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,14 @@ OFFLINE_ENV = {
 TAG_ENV = "FEDCOMPRESS_LAUNCH_TAG"  # every process a launcher starts (and its children) carries it
 SERVERAPP = "fedcompress.flower.serverapp:app"
 CLIENTAPP = "fedcompress.flower.clientapp:app"
+
+
+def launch_env(**extra: str) -> dict[str, str]:
+    """The environment for Flower's CLI and servers: offline, and with this interpreter's scripts first on PATH,
+    so `flower-superlink` & co. are found even when the virtual environment was not activated."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    return {**os.environ, **OFFLINE_ENV, "PATH": path, **extra}
 
 
 def free_ports(count: int) -> list[int]:
@@ -60,7 +70,13 @@ def write_app(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     doc = {
         "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
-        "project": {"name": "fedcompress-app", "version": __version__, "dependencies": []},
+        "project": {
+            "name": "fedcompress-app",
+            "version": __version__,
+            "dependencies": [],
+            "license": "Apache-2.0",
+            "description": "fedcompress: compressed updates and device-fitted models on Flower",
+        },  # fmt: skip
         "tool": {
             "flwr": {
                 "app": {

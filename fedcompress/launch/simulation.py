@@ -7,7 +7,6 @@ nothing is left running and concurrent launches never share a SuperLink.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,10 +18,10 @@ from typing import Any
 from fedcompress.config import RunConfig, check_keys, defaults
 from fedcompress.errors import RunError
 from fedcompress.launch.process import (
-    OFFLINE_ENV,
     free_ports,
     is_complete,
     kill_tree,
+    launch_env,
     matching,
     read_summary,
     write_app,
@@ -95,10 +94,11 @@ def run_flower_app(
     with tempfile.TemporaryDirectory(prefix="fedcompress-flwr-") as home:
         cfg_file = write_run_config(Path(home) / "run-config.toml", overrides)
         http_port, control_port = free_ports(2)
-        env = {
-            **os.environ, **OFFLINE_ENV, "FLWR_HOME": home,
-            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port), "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
-        }  # fmt: skip
+        env = launch_env(
+            FLWR_HOME=home,
+            FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
+            FLWR_LOCAL_CONTROL_API_PORT=str(control_port),
+        )
         cpus = int(cpus_per_client) if float(cpus_per_client).is_integer() else cpus_per_client
         cmd = [
             sys.executable, "-m", "flwr.cli.app", "run", str(app_dir), "--stream",

@@ -23,7 +23,8 @@ SPARSE = "topk(0.05) > ef > uniform(4) > entropy"
 
 def _config(**kw: object) -> RunConfig:
     base = {**defaults(), "num-partitions": 5, "clients-per-round": 4, "partitioning": "iid",
-            "local-epochs": 2, "learning-rate": 0.1, "batch-size": 16, "seed": 3}  # fmt: skip
+            "local-epochs": 2, "learning-rate": 0.1, "batch-size": 16, "seed": 3,
+            "uplink": "identity", "downlink": "identity"}  # fmt: skip
     return RunConfig.from_run_config({**base, **kw})
 
 

@@ -20,6 +20,8 @@ BASE = {
     "batch-size": 16,
     "partitioning": "iid",
     "seed": 7,
+    "uplink": "identity",
+    "downlink": "identity",
 }
 
 

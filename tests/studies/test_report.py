@@ -16,7 +16,7 @@ from fedcompress.cli import main
 from .conftest import write_run
 
 BASE = {"dataset": "digits", "partitioning": "iid", "num-partitions": 4, "clients-per-round": 2,
-        "num-server-rounds": 6}  # fmt: skip
+        "num-server-rounds": 6, "downlink": "identity"}  # fmt: skip
 TOPK = "topk(0.01) > ef > uniform(4) > entropy"
 # (uplink, seed) -> accuracy per round (round 0 first); fp32 reaches 0.5 at rounds 3 / 4, topk at 4 / 5
 CURVES = {
