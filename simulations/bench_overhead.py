@@ -31,9 +31,16 @@ def main(argv: list[str] | None = None) -> dict:
     from fedcompress.data import default_data_dir
 
     common = {
-        "dataset": args.dataset, "data-dir": str(default_data_dir().resolve()), "partitioning": "natural",
-        "num-partitions": args.num_clients, "clients-per-round": args.clients_per_round, "num-server-rounds": args.rounds,
-        "learning-rate": 0.05, "batch-size": 32, "local-epochs": 1, "seed": 0,
+        "dataset": args.dataset,
+        "data-dir": str(default_data_dir().resolve()),
+        "partitioning": "natural",
+        "num-partitions": args.num_clients,
+        "clients-per-round": args.clients_per_round,
+        "num-server-rounds": args.rounds,
+        "learning-rate": 0.05,
+        "batch-size": 32,
+        "local-epochs": 1,
+        "seed": 0,
     }
     ours_only = {"uplink": "identity", "downlink": "identity"}  # overhead of the framework, not of a codec
     plain, ours = [], []

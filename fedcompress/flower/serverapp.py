@@ -41,7 +41,9 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_run_config(context.run_config)
     torch.set_num_threads(1)
-    recorder = RunRecorder(default_run_dir(cfg.run_dir, cfg.dataset, cfg.digest()), cfg.as_run_config(), cfg.digest())
+    recorder = RunRecorder(
+        default_run_dir(cfg.run_dir, cfg.dataset, cfg.digest()), cfg.as_run_config(), cfg.digest()
+    )
     print(f"fedcompress: run directory {recorder.run_dir}", flush=True)
     try:
         _run(grid, cfg, recorder)
