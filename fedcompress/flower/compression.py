@@ -35,6 +35,7 @@ from fedcompress.flower.protocol import (
     mix,
 )
 from fedcompress.flower.records import (
+    BF16_STYPE,
     Spec,
     arrays_digest,
     cast,
@@ -274,6 +275,8 @@ class Compression(Strategy):
             if self.uplink is not None and pid not in self.plain:
                 raise PayloadError(f"expected an encoded payload ({self.uplink_spec}), got plain arrays")
             self._check_plain(record)
+            if any(a.stype == BF16_STYPE for a in record.values()):  # Flower's aggregation needs numpy arrays
+                reply.content[self.key] = numpy_to_record(record_to_numpy(record))
         else:
             if self.uplink is None:
                 raise PayloadError("got an encoded payload but the uplink is configured as identity")

@@ -26,6 +26,7 @@ from fedcompress.flower.protocol import (
     BASE_DIGEST,
     BASE_ROUND,
     DEFAULT_RECORD_KEY,
+    DTYPES,
     HELD,
     HELD_ROUND,
     IDENTITY,
@@ -44,7 +45,7 @@ from fedcompress.flower.protocol import (
     category,
     mix,
 )
-from fedcompress.flower.records import arrays_digest, is_coded, numpy_to_record, record_to_numpy
+from fedcompress.flower.records import arrays_digest, is_coded, numpy_to_record, record_spec, record_to_numpy
 
 Arrays = OrderedDict[str, np.ndarray]
 InitialModel = Callable[[Context, ConfigRecord], dict[str, np.ndarray]]
@@ -103,6 +104,8 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None,
     payload = payload_of(record)
     if payload is None:
         received = record_to_numpy(record)
+        if BASE_ROUND in config:
+            context.state[DTYPES] = ConfigRecord({k: d for k, (_, d) in record_spec(record).items()})
     else:
         from fedcompress.codecs import decode
 
@@ -118,7 +121,10 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None,
         if missing:
             raise RuntimeError(f"downlink lacks the exact tensors {missing}")
         received = OrderedDict((k, base[k] + delta[k] if k in coded else exact[k]) for k in base)
-        msg.content[key] = numpy_to_record(received)
+        dtypes = context.state[DTYPES] if DTYPES in context.state else {}
+        msg.content[key] = numpy_to_record(
+            received, {k: ((), str(d)) for k, d in dtypes.items()}
+        )  # model dtypes
     if BASE_ROUND in config:  # the server tracks what this node holds: keep it
         context.state[HELD] = numpy_to_record(received)
         context.state[HELD_ROUND] = MetricRecord({"round": int(config.get(SERVER_ROUND, 0))})

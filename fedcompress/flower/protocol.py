@@ -30,6 +30,7 @@ METADATA_METRIC = "fedcompress.metadata-bytes"
 HELD = "fedcompress.held"  # the model this node last received (base of the next downlink delta)
 HELD_ROUND = "fedcompress.held-round"
 RESIDUAL = "fedcompress.residual"  # uplink error-feedback memory
+DTYPES = "fedcompress.dtypes"  # the model's dtype per tensor, from the last full model received
 
 # --- capability / partition query: message type "query.fedcompress", answered by the mod's query handler
 QUERY_ACTION = "fedcompress"
