@@ -121,7 +121,7 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None,
         if missing:
             raise RuntimeError(f"downlink lacks the exact tensors {missing}")
         received = OrderedDict((k, base[k] + delta[k] if k in coded else exact[k]) for k in base)
-        dtypes = context.state[DTYPES] if DTYPES in context.state else {}
+        dtypes = context.state.get(DTYPES, {})  # DESIGN.md: read state through the RecordDict itself
         msg.content[key] = numpy_to_record(
             received, {k: ((), str(d)) for k, d in dtypes.items()}
         )  # model dtypes
