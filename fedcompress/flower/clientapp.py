@@ -36,7 +36,8 @@ def run_config(context: Context) -> RunConfig:
     simulation engine sets it, so `flwr run .` works with any number of SuperNodes."""
     cfg = RunConfig.from_run_config(context.run_config)
     if NUM_PARTITIONS in context.node_config:
-        cfg = dataclasses.replace(cfg, num_partitions=int(context.node_config[NUM_PARTITIONS]))
+        n = int(context.node_config[NUM_PARTITIONS])
+        cfg = dataclasses.replace(cfg, num_partitions=n, clients_per_round=min(cfg.clients_per_round, n))
     return cfg
 
 
