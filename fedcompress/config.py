@@ -19,7 +19,7 @@ from typing import Any
 from fedcompress.errors import ConfigError
 
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
-MODEL_CHOICES = ("auto", "cnn8", "cnn28", "cnn32", "lstm")
+MODEL_CHOICES = ("auto", "cnn8", "cnn8bn", "cnn28", "cnn28bn", "cnn32", "lstm")
 TIER_TRAINING = ("distill", "separate", "heterofl")
 DEFAULT_UPLINK = "topk(0.05) > ef > uniform(4) > entropy"  # a compression framework compresses by default
 DEFAULT_DOWNLINK = "topk(0.2) > uniform(4) > entropy"

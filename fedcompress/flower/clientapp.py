@@ -1,16 +1,29 @@
-"""The fedcompress ClientApp: trains its partition locally; the compression mod encodes what it sends."""
+"""The fedcompress ClientApp: trains its partition locally; the compression mod encodes what it sends.
+
+It plays with any Flower server: run-config keys that are not fedcompress's are ignored, a standard `lr` in the
+train config overrides the learning rate, and without fedcompress keys in a message the mod stays out of the
+way (a plain Flower client).
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcompress.config import RunConfig
-from fedcompress.flower.mod import make_compression_mod
-from fedcompress.flower.records import load_record, numpy_to_record, state_to_numpy
-from fedcompress.flower.sampling import QUERY_PARTITION
-from fedcompress.flower.strategy import WIDTH_KEY
+from fedcompress.flower.mod import attach, make_compression_mod
+from fedcompress.flower.protocol import (
+    DEFAULT_RECORD_KEY,
+    NUM_PARTITIONS,
+    PARTITION_ID,
+    RECORD_KEY,
+    SERVER_ROUND,
+    WIDTH,
+)
+from fedcompress.flower.records import load_record, state_to_numpy, state_to_record
 from fedcompress.task import client_partition, dataset, make_model
 from fedcompress.training import evaluate, train
 
@@ -18,54 +31,56 @@ torch.set_num_threads(1)  # one core per virtual client; Ray sizes actors by CPU
 app = ClientApp()
 
 
+def run_config(context: Context) -> RunConfig:
+    """The run config (keys that are not ours ignored); the federation's size from the node config when the
+    simulation engine sets it, so `flwr run .` works with any number of SuperNodes."""
+    cfg = RunConfig.from_run_config(context.run_config)
+    if NUM_PARTITIONS in context.node_config:
+        n = int(context.node_config[NUM_PARTITIONS])
+        cfg = dataclasses.replace(cfg, num_partitions=n, clients_per_round=min(cfg.clients_per_round, n))
+    return cfg
+
+
 def _width(cfg: RunConfig, config: ConfigRecord) -> float:
     """The model width this node trains: its device tier's, as the server says, else the run's."""
-    return float(config.get(WIDTH_KEY, cfg.width))
+    return float(config.get(WIDTH, cfg.width))
 
 
 def _initial_model(context: Context, config: ConfigRecord) -> dict:
     """The run's initial model (of this node's tier), rebuilt from its seed: the base of a first compressed downlink."""
-    cfg = RunConfig.from_run_config(context.run_config)
+    cfg = run_config(context)
     return state_to_numpy(make_model(cfg, width=_width(cfg, config)))
 
 
 compression_mod = make_compression_mod(_initial_model)
+attach(app)  # answers the server's capability / partition query
 
 
 def _partition_id(context: Context) -> int:
-    if "partition-id" not in context.node_config:
+    if PARTITION_ID not in context.node_config:
         raise KeyError(
             "node config lacks 'partition-id': start the SuperNode with --node-config 'partition-id=N'"
         )
-    return int(context.node_config["partition-id"])
-
-
-@app.query()
-def query(msg: Message, context: Context) -> Message:
-    """Tell the server which partition this node holds (node ids are random; partition ids are stable)."""
-    if msg.content["config"].get("query") != QUERY_PARTITION:
-        raise ValueError(f"unknown query {msg.content['config'].get('query')!r}")
-    declared = {k: v for k, v in context.node_config.items() if str(k).startswith("device-")}
-    answer = ConfigRecord({"partition-id": _partition_id(context), **declared})
-    return Message(RecordDict({"config": answer}), reply_to=msg)
+    return int(context.node_config[PARTITION_ID])
 
 
 @app.train(mods=[compression_mod])
 def train_fn(msg: Message, context: Context) -> Message:
-    cfg = RunConfig.from_run_config(context.run_config)
+    cfg = run_config(context)
     pid = _partition_id(context)
     ds = dataset(cfg)
     train_idx, _ = client_partition(cfg, pid)
     config = msg.content["config"]
-    server_round = int(config.get("server-round", 0))
+    key = str(config.get(RECORD_KEY, DEFAULT_RECORD_KEY))
+    server_round = int(config.get(SERVER_ROUND, 0))
     model = make_model(cfg, width=_width(cfg, config))
-    load_record(model, msg.content["arrays"])
+    load_record(model, msg.content[key])
     loss = train(
         model,
         ds.x_train[train_idx],
         ds.y_train[train_idx],
         epochs=cfg.local_epochs,
-        lr=cfg.learning_rate,
+        lr=float(config.get("lr", cfg.learning_rate)),  # Flower's servers send "lr"; it wins over ours
         momentum=cfg.momentum,
         batch_size=cfg.batch_size,
         seed=cfg.seed * 1_000_003 + server_round * 1009 + pid,
@@ -73,7 +88,7 @@ def train_fn(msg: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {
-            "arrays": numpy_to_record(state_to_numpy(model)),
+            key: state_to_record(model),
             "metrics": MetricRecord({"num-examples": len(train_idx), "train_loss": loss}),
         }
     )
@@ -82,11 +97,12 @@ def train_fn(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_fn(msg: Message, context: Context) -> Message:
-    cfg = RunConfig.from_run_config(context.run_config)
+    cfg = run_config(context)
     ds = dataset(cfg)
     _, val_idx = client_partition(cfg, _partition_id(context))
-    model = make_model(cfg, width=_width(cfg, msg.content["config"]))
-    load_record(model, msg.content["arrays"])
+    config = msg.content.get("config") or ConfigRecord()
+    model = make_model(cfg, width=_width(cfg, config))
+    load_record(model, msg.content[str(config.get(RECORD_KEY, DEFAULT_RECORD_KEY))])
     loss, acc = evaluate(model, ds.x_train[val_idx], ds.y_train[val_idx])
     metrics = MetricRecord({"num-examples": len(val_idx), "eval_loss": loss, "eval_acc": acc})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -2,10 +2,13 @@
 
 Incoming: an encoded downlink delta is added to the model this node holds (kept in `context.state`, so it
 survives between rounds in simulation and across per-message ClientApp processes in deployment), after checking
-that the node's base model has the digest the server expects. Outgoing: the update `local - received` is encoded
-with the uplink pipeline named in the round's config; what compression dropped stays in `context.state` as error
-feedback and is added to the next update. Put it first in the mods list so later mods (clipping, local DP) still
-see float arrays.
+that the node's base model has the digest the server expects. Outgoing: the update `local - received` of every
+float tensor is encoded with the uplink pipeline named in the round's config; integer/bool buffers and 0-d
+tensors go beside the payload exactly. What compression dropped stays in `context.state` as error feedback.
+Put it first in the mods list so later mods (clipping, local DP) still see float arrays.
+
+A node speaks the protocol only if it also answers the capability query: `attach(app)` registers that handler
+(a node without it is served plain fp32 arrays, or refused, as the server chooses).
 """
 
 from __future__ import annotations
@@ -14,24 +17,35 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from fedcompress.flower.payload import payload_of, payload_record
-from fedcompress.flower.records import arrays_digest, numpy_to_record, record_to_numpy
-from fedcompress.flower.strategy import (
-    BASE_DIGEST_KEY,
-    BASE_ROUND_KEY,
+from fedcompress.flower.payload import PAYLOAD_KEY, payload_of, payload_record
+from fedcompress.flower.protocol import (
+    BASE_DIGEST,
+    BASE_ROUND,
+    DEFAULT_RECORD_KEY,
+    DTYPES,
+    HELD,
+    HELD_ROUND,
     IDENTITY,
     METADATA_METRIC,
-    SEED_KEY,
-    UPLINK_KEY,
-    _mix,
+    NUM_PARTITIONS,
+    PARTITION_ID,
+    PROTOCOL,
+    PROTOCOL_VERSION,
+    QUERY_ACTION,
+    QUERY_MESSAGE_TYPE,
+    RECORD_KEY,
+    RESIDUAL,
+    SEED,
+    SERVER_ROUND,
+    UPLINK,
+    category,
+    mix,
 )
-
-HELD = "fedcompress.held"  # the model this node last received (for downlink deltas)
-HELD_ROUND = "fedcompress.held-round"
-RESIDUAL = "fedcompress.residual"  # error-feedback memory for the uplink
+from fedcompress.flower.records import arrays_digest, is_coded, numpy_to_record, record_spec, record_to_numpy
 
 Arrays = OrderedDict[str, np.ndarray]
 InitialModel = Callable[[Context, ConfigRecord], dict[str, np.ndarray]]
@@ -42,21 +56,23 @@ def make_compression_mod(initial_model: InitialModel | None = None) -> Mod:
     (round 0's downlink base; `config` is the round's ConfigRecord, which names e.g. the node's tier width)."""
 
     def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if msg.metadata.message_type != "train" or "arrays" not in msg.content:
+        if msg.metadata.message_type == QUERY_MESSAGE_TYPE:  # the mod was installed app-wide
+            return capabilities(msg, context)
+        config = msg.content.get("config") if category(msg.metadata.message_type) == "train" else None
+        if not isinstance(config, ConfigRecord):
             return call_next(msg, context)
-        config = msg.content["config"]
-        spec = str(config.get(UPLINK_KEY, IDENTITY))
-        plain = (
-            spec == IDENTITY and BASE_ROUND_KEY not in config and payload_of(msg.content["arrays"]) is None
-        )
-        if plain:  # nothing to decode, remember or encode: stay out of the way
+        key = str(config.get(RECORD_KEY, DEFAULT_RECORD_KEY))
+        if key not in msg.content:
             return call_next(msg, context)
-        server_round = int(config.get("server-round", 0))
-        received = _receive(msg, context, initial_model)
+        spec = str(config.get(UPLINK, IDENTITY))
+        if spec == IDENTITY and BASE_ROUND not in config and payload_of(msg.content[key]) is None:
+            return call_next(msg, context)  # nothing to decode, remember or encode: stay out of the way
+        server_round = int(config.get(SERVER_ROUND, 0))
+        received = _receive(msg, context, initial_model, key)
         reply = call_next(msg, context)
         if spec != IDENTITY and not reply.has_error():
-            seed = _mix(int(config.get(SEED_KEY, 0)), server_round, context.node_id, 2)
-            _encode_reply(reply, context, spec, received, seed)
+            seed = mix(int(config.get(SEED, 0)), server_round, context.node_id, 2)
+            _encode_reply(reply, context, spec, received, seed, key)
         return reply
 
     return compression_mod
@@ -65,55 +81,101 @@ def make_compression_mod(initial_model: InitialModel | None = None) -> Mod:
 compression_mod = make_compression_mod()
 
 
-def _receive(msg: Message, context: Context, initial_model: InitialModel | None) -> Arrays:
+def capabilities(msg: Message, context: Context) -> Message:
+    """Answer the server's capability query: the protocol version, and the partition and device profile this
+    node declares in its node config (partition ids are stable; Flower's node ids are random)."""
+    answer: dict[str, int | float | str | bool] = {PROTOCOL: PROTOCOL_VERSION}
+    for k, v in context.node_config.items():
+        if k in (PARTITION_ID, NUM_PARTITIONS) or str(k).startswith("device-"):
+            answer[k] = int(v) if k in (PARTITION_ID, NUM_PARTITIONS) else v
+    return Message(RecordDict({"config": ConfigRecord(answer)}), reply_to=msg)
+
+
+def attach(app: ClientApp) -> ClientApp:
+    """Register the capability query on a ClientApp (one line in a user's app; the train mod is separate)."""
+    app.query(QUERY_ACTION)(capabilities)
+    return app
+
+
+def _receive(msg: Message, context: Context, initial_model: InitialModel | None, key: str) -> Arrays:
     """Rebuild the full model from a downlink delta when needed; returns what this node trains from."""
     config = msg.content["config"]
-    record = msg.content["arrays"]
+    record = msg.content[key]
     payload = payload_of(record)
     if payload is None:
         received = record_to_numpy(record)
+        if BASE_ROUND in config:
+            context.state[DTYPES] = ConfigRecord({k: d for k, (_, d) in record_spec(record).items()})
     else:
         from fedcompress.codecs import decode
 
         base = _base_model(context, config, initial_model)
-        if arrays_digest(base) != str(config.get(BASE_DIGEST_KEY, "")):
+        if arrays_digest(base) != str(config.get(BASE_DIGEST, "")):
             raise RuntimeError("downlink base model digest differs from the server's: cannot apply the delta")
-        expected = {k: (v.shape, "float32") for k, v in base.items()}
-        delta = decode(payload, expected=expected, max_output_bytes=4 * sum(v.size for v in base.values()))
-        received = OrderedDict((k, base[k] + delta[k]) for k in base)
-        msg.content["arrays"] = numpy_to_record(received)
-    if BASE_ROUND_KEY in config:  # the server tracks what this node holds: keep it
+        coded = {k: (v.shape, "float32") for k, v in base.items() if is_coded(v.shape, str(v.dtype))}
+        delta = decode(
+            payload, expected=coded, max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in coded.values())
+        )
+        exact = record_to_numpy(ArrayRecord({k: a for k, a in record.items() if k != PAYLOAD_KEY}))
+        missing = [k for k in base if k not in coded and k not in exact]
+        if missing:
+            raise RuntimeError(f"downlink lacks the exact tensors {missing}")
+        received = OrderedDict((k, base[k] + delta[k] if k in coded else exact[k]) for k in base)
+        dtypes = context.state.get(DTYPES, {})  # DESIGN.md: read state through the RecordDict itself
+        msg.content[key] = numpy_to_record(
+            received, {k: ((), str(d)) for k, d in dtypes.items()}
+        )  # model dtypes
+    if BASE_ROUND in config:  # the server tracks what this node holds: keep it
         context.state[HELD] = numpy_to_record(received)
-        context.state[HELD_ROUND] = MetricRecord({"round": int(config.get("server-round", 0))})
+        context.state[HELD_ROUND] = MetricRecord({"round": int(config.get(SERVER_ROUND, 0))})
     return received
 
 
 def _base_model(context: Context, config: ConfigRecord, initial_model: InitialModel | None) -> Arrays:
-    base_round = int(config.get(BASE_ROUND_KEY, -1))
+    base_round = int(config.get(BASE_ROUND, -1))
     held_round = int(context.state[HELD_ROUND]["round"]) if HELD_ROUND in context.state else None
     if held_round == base_round and HELD in context.state:
         return record_to_numpy(context.state[HELD])
     if base_round == 0 and initial_model is not None:
         return OrderedDict(
-            (k, np.asarray(v, dtype=np.float32)) for k, v in initial_model(context, config).items()
+            (
+                k,
+                np.asarray(v, dtype=np.float32)
+                if is_coded(np.shape(v), str(np.asarray(v).dtype))
+                else np.asarray(v),
+            )
+            for k, v in initial_model(context, config).items()
         )
     raise RuntimeError(
         f"downlink delta is against round {base_round}, but this node holds round {held_round}"
     )
 
 
-def _encode_reply(reply: Message, context: Context, spec: str, received: Arrays, seed: int) -> None:
+def _encode_reply(reply: Message, context: Context, spec: str, received: Arrays, seed: int, key: str) -> None:
     from fedcompress.codecs import Pipeline
 
-    local = record_to_numpy(reply.content["arrays"])
-    delta = OrderedDict((k, local[k] - received[k]) for k in received)
+    if key not in reply.content:
+        raise RuntimeError(f"the train reply has no ArrayRecord {key!r} to compress")
+    record = reply.content[key]
+    local = record_to_numpy(record)
+    if set(local) != set(received):
+        raise RuntimeError(
+            f"the reply's tensors {sorted(local)} differ from the model received {sorted(received)}"
+        )
+    coded = [k for k, v in received.items() if is_coded(v.shape, str(v.dtype))]
+    delta = OrderedDict((k, _f32(local[k]) - _f32(received[k])) for k in coded)
     state = record_to_numpy(context.state[RESIDUAL]) if RESIDUAL in context.state else None
     res = Pipeline.parse(spec).encode(delta, state=state, seed=seed)
     if res.state is not None:
         context.state[RESIDUAL] = numpy_to_record(res.state)
-    content = RecordDict({k: v for k, v in reply.content.items() if k != "arrays"})
-    content["arrays"] = payload_record(res.payload)
+    exact = {k: record[k] for k in received if k not in delta}
+    content = RecordDict({k: v for k, v in reply.content.items() if k != key})
+    content[key] = payload_record(res.payload, exact)
     metrics = content.get("metrics")
     if isinstance(metrics, MetricRecord):
         metrics[METADATA_METRIC] = int(res.metadata_bytes)
     reply.content = content
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.float32 else a.astype(np.float32)

@@ -13,7 +13,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedcompress.config import RunConfig
 from fedcompress.devices import DeviceProfile, artefact_size_fn, assign_tiers, fit_tier
 from fedcompress.devices.config import parse_tier_config
-from fedcompress.flower.records import load_record, numpy_to_record, state_to_numpy
+from fedcompress.errors import RunError
+from fedcompress.flower.records import load_record, state_to_numpy, state_to_record
 from fedcompress.flower.sampling import discover_partitions
 from fedcompress.flower.strategies import make_strategy
 from fedcompress.flower.strategy import FedCompress
@@ -68,13 +69,12 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
     ds = dataset(cfg)
     model = make_model(cfg)
     declared: dict[int, dict] = {}
-    partitions = discover_partitions(grid, cfg.num_partitions, declared=declared)
     if cfg.tiers:
+        partitions = discover_partitions(grid, cfg.num_partitions, declared=declared)
         strategy = _tiered_strategy(cfg, partitions, declared, recorder)
     else:
         strategy = FedCompress(
             make_strategy(cfg),
-            partitions=partitions,
             clients_per_round=cfg.clients_per_round,
             seed=cfg.seed,
             uplink=cfg.uplink,
@@ -84,6 +84,9 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
             if cfg.downlink_shared_init
             else None,
         )
+        strategy.discover(
+            grid, cfg.num_partitions, declared=declared
+        )  # queries measured; stock nodes: plain fp32
 
     def central_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         last = server_round == cfg.num_server_rounds
@@ -108,6 +111,7 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
                 f"{row['seconds']:.2f} s" + (f"  rejected {row['rejected']}" if row["rejected"] else ""),
                 flush=True,
             )
+        _check_trained(strategy, server_round)
         if server_round > 0 and cfg.target_accuracy > 0 and (row["accuracy"] or 0.0) >= cfg.target_accuracy:
             raise TargetReached(server_round)
         return MetricRecord({k: v for k, v in metrics.items() if v is not None}) if due else None
@@ -115,13 +119,38 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
     try:
         strategy.start(
             grid=grid,
-            initial_arrays=numpy_to_record(state_to_numpy(model)),
+            initial_arrays=state_to_record(model),
             num_rounds=cfg.num_server_rounds,
             train_config=ConfigRecord({"lr": cfg.learning_rate}),
             evaluate_fn=central_eval,
         )
     finally:
         _save_models(recorder.run_dir, strategy, model)
+    last = cfg.num_server_rounds
+    if strategy.rejections.get(last, 0) and not _accepted(strategy, last):
+        raise RunError(
+            f"round {last}, the last: every reply was rejected; the final model was not trained by it"
+        )
+
+
+def _check_trained(strategy: FedCompress | TieredStrategy, server_round: int) -> None:
+    """A round in which every reply was rejected trained nothing: two in a row end the run with the reasons
+    (one alone may be recovery, e.g. clients that could not rebuild the shared initial model)."""
+    rejected = strategy.rejections
+    if server_round < 2 or not all(
+        rejected.get(r, 0) and not _accepted(strategy, r) for r in (server_round - 1, server_round)
+    ):
+        return
+    raise RunError(
+        f"rounds {server_round - 1} and {server_round}: every reply was rejected ({rejected[server_round]} this round); "
+        "see the warnings above and ledger.jsonl for each client's reason"
+    )
+
+
+def _accepted(strategy: FedCompress | TieredStrategy, server_round: int) -> int:
+    if isinstance(strategy, FedCompress):
+        return strategy.accepted.get(server_round, 0)
+    return sum(fc.accepted.get(server_round, 0) for fc in strategy.per_tier.values())
 
 
 def _save_models(run_dir: Path, strategy: FedCompress | TieredStrategy, model: torch.nn.Module) -> None:

@@ -35,6 +35,7 @@ class Transfer:
     codec: str = "identity"
     rejected: str = ""
     tier: str = ""
+    message_type: str = "train"  # train, evaluate, query (Flower's "<category>[.<action>]")
 
     @property
     def ratio(self) -> float:

@@ -7,7 +7,6 @@ early leaves "status": "failed" (or no summary), so no half-written run passes f
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
@@ -125,7 +124,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "best_round": best["round"] if best else None,
         "uplink_mb": (rounds[-1]["uplink_bytes_cum"] / MB) if rounds else 0.0,
         "downlink_mb": (rounds[-1]["downlink_bytes_cum"] / MB) if rounds else 0.0,
-        "seconds_per_round": (sum(secs) / len(secs)) if secs else math.nan,
+        "seconds_per_round": (sum(secs) / len(secs)) if secs else None,  # JSON has no NaN
     }
 
 

@@ -54,6 +54,33 @@ class CNN8(_TwoConvNet):
     side = 8
 
 
+class _BatchNormNet(_TwoConvNet):
+    """The two-conv design with BatchNorm after each conv: its state holds running statistics and an int64
+    `num_batches_tracked` per BatchNorm, the buffers a federated framework must carry exactly."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 1) -> None:
+        super().__init__(num_classes, width, in_channels)
+        self.bn1 = nn.BatchNorm2d(self.conv1.out_channels)
+        self.bn2 = nn.BatchNorm2d(self.conv2.out_channels)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return torch.relu(self.fc1(x.flatten(1)))
+
+
+class CNN28BN(_BatchNormNet):
+    """CNN28 with BatchNorm (28x28 grey images)."""
+
+
+class CNN8BN(_BatchNormNet):
+    """CNN8 with BatchNorm (the 8x8 embedded digits)."""
+
+    kernel = 3
+    channels = (16, 32, 64)
+    side = 8
+
+
 class CNN32(nn.Module):
     """Three 3x3 conv blocks (32-64-128 channels at width 1) and two dense layers for 32x32 RGB images."""
 
@@ -97,7 +124,9 @@ class CharLSTM(nn.Module):
         return self.fc(self.features(x))
 
 
-MODELS: dict[str, type[nn.Module]] = {"cnn28": CNN28, "cnn32": CNN32, "cnn8": CNN8, "lstm": CharLSTM}
+MODELS: dict[str, type[nn.Module]] = {
+    "cnn28": CNN28, "cnn28bn": CNN28BN, "cnn32": CNN32, "cnn8": CNN8, "cnn8bn": CNN8BN, "lstm": CharLSTM,
+}  # fmt: skip
 
 
 def build_model(name: str, num_classes: int, width: float = 1.0) -> nn.Module:

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
+from fedcompress.flower.compat import set_task_identity
 from fedcompress.flower.payload import payload_of
 
 
@@ -20,7 +20,7 @@ class LoopbackGrid:
         num_partitions: int,
         tamper: Callable[[int, Message], Message] | None = None,
     ) -> None:
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+        set_task_identity()
         self.app = client_app
         # node ids unrelated to partition ids, as in Flower
         self.contexts = {

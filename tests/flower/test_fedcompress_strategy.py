@@ -172,3 +172,15 @@ def test_identity_run_rejects_nan_and_wrong_shapes() -> None:
     strategy, _, _, acc, _, result = _run(_config(**{"clients-per-round": 5}), rounds=2, tamper=tamper)
     assert strategy.rejections == {1: 2, 2: 2}
     assert all(np.isfinite(v).all() for v in record_to_numpy(result.arrays).values()) and acc > 0.3
+
+
+def test_batchnorm_model_trains_compressed_through_the_clientapp() -> None:
+    """cnn8bn's int64 num_batches_tracked and running stats travel exactly; no reply is rejected."""
+    cfg = _config(model="cnn8bn", uplink=SPARSE, downlink="topk(0.1) > uniform(4) > entropy")
+    initial = {k: v.copy() for k, v in state_to_numpy(make_model(cfg)).items()}
+    strategy, ledger, grid, acc, _, result = _run(cfg, rounds=3, shared_initial=initial)
+    assert not any(strategy.rejections.values()) and sum(strategy.accepted.values()) == 12
+    final = record_to_numpy(result.arrays)
+    assert final["bn1.num_batches_tracked"].shape == () and int(final["bn1.num_batches_tracked"]) > 0
+    assert acc > 0.4, acc
+    assert ledger.cumulative["uplink_encoded_bytes"] * 10 < ledger.cumulative["uplink_raw_bytes"]

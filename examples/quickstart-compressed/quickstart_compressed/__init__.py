@@ -1,0 +1,1 @@
+"""Flower's PyTorch quickstart, with fedcompress added in a few lines."""

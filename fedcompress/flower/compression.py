@@ -1,0 +1,370 @@
+"""`Compression`: a strategy wrapper with one concern, the codecs. It compresses the downlink (tracking exactly
+what each client reconstructed), decodes and validates the uplink, and gives the inner strategy what it
+expects: plain float ArrayRecords holding full model weights.
+
+Every tensor of the model's state travels: float tensors through the codecs (as float32 deltas), integer and
+bool buffers and 0-d tensors exactly beside the payload; what is sent is cast back to the model's own dtypes
+(fp16, bf16, int64...), whatever dtype the inner strategy aggregated in. Nodes without the fedcompress mod
+(`plain`) get and send plain arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedcompress.errors import PayloadError
+from fedcompress.flower.measurement import Note, Notes
+from fedcompress.flower.payload import payload_of, payload_record, raw_nbytes
+from fedcompress.flower.protocol import (
+    BASE_DIGEST,
+    BASE_ROUND,
+    DEFAULT_RECORD_KEY,
+    IDENTITY,
+    METADATA_METRIC,
+    PLAIN_FALLBACK,
+    RECORD_KEY,
+    SEED,
+    UPLINK,
+    mix,
+)
+from fedcompress.flower.records import (
+    BF16_STYPE,
+    Spec,
+    arrays_digest,
+    cast,
+    is_coded,
+    measuring,
+    numpy_to_record,
+    record_spec,
+    record_to_numpy,
+)
+
+log = logging.getLogger("fedcompress")
+
+Arrays = OrderedDict[str, np.ndarray]
+
+
+def _pipeline(spec: str):  # noqa: ANN202 - imported lazily: the identity path needs no codec module
+    from fedcompress.codecs import Pipeline
+
+    return Pipeline.parse(spec)
+
+
+class Compression(Strategy):
+    """Compress both directions around an inner strategy.
+
+    Downlink: a client that holds an earlier model (the server tracks exactly what each client reconstructed)
+    gets `global - held` through the downlink pipeline; a client that holds none gets the full model, unless
+    `shared_initial` is given: the initial model every client rebuilds by itself from the run's seed, which then
+    serves as round 0's base (the client checks its digest and reports an error if it differs; that client then
+    gets full models). Tracking the reconstruction makes the downlink self-correcting.
+    Uplink: clients send `local - received` through the uplink pipeline (their mod keeps error feedback); the
+    server rebuilds `received + delta`. Payloads that fail validation (`PayloadError`) are rejected, logged with
+    the client's partition id and reason, counted, and left out of aggregation; programming errors raise.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        partitions: dict[int, int],
+        seed: int = 0,
+        uplink: str = IDENTITY,
+        downlink: str = IDENTITY,
+        arrayrecord_key: str = DEFAULT_RECORD_KEY,
+        on_reject: Callable[[int, int, str], None] | None = None,
+        shared_initial: Arrays | None = None,
+        tier: str = "",
+        notes: Notes | None = None,
+        plain: set[int] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.partitions = partitions  # pid -> node, shared with the sampling wrapper
+        self.plain = plain if plain is not None else set()  # pids of nodes without the mod
+        self.seed = seed
+        self.tier = tier
+        self.uplink_spec = uplink
+        self.downlink_spec = downlink
+        self.uplink = None if uplink == IDENTITY else _pipeline(uplink)
+        self.downlink = None if downlink == IDENTITY else _pipeline(downlink)
+        self.tracks_models = self.uplink is not None or self.downlink is not None
+        self.key = arrayrecord_key
+        self.on_reject = on_reject
+        self.notes = notes if notes is not None else Notes()
+        self.held: dict[int, tuple[int, Arrays]] = {}  # pid -> (round, model the client holds)
+        self.shared_initial = _float32(shared_initial) if shared_initial is not None else None
+        self.no_shared_base: set[int] = set()  # clients that could not rebuild the shared initial model
+        self.received: dict[int, Arrays] = {}  # pid -> model the client starts this round's training from
+        self.rejections: dict[int, int] = {}
+        self.accepted: dict[int, int] = {}
+        self.train_metrics: dict[int, MetricRecord | None] = {}
+        self.spec: Spec | None = None  # the model's names, shapes and dtypes (from the first arrays seen)
+        self._coded: dict[str, tuple[tuple[int, ...], str]] = {}
+
+    @property
+    def partition_of(self) -> dict[int, int]:
+        return {node: pid for pid, node in self.partitions.items()}
+
+    # ------------------------------------------------------------------ train
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config[UPLINK] = self.uplink_spec
+        config[SEED] = self.seed
+        if self.key != DEFAULT_RECORD_KEY:
+            config[RECORD_KEY] = self.key
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        if self.spec is None:
+            self.spec = record_spec(arrays)
+        self._coded = {k: (s, "float32") for k, (s, d) in self.spec.items() if is_coded(s, d)}
+        global_np = self._model_arrays(arrays) if self.tracks_models or self.plain else None
+        model_record = self._in_model_dtypes(arrays, global_np)
+        self.received.clear()
+        partition_of = self.partition_of
+        with measuring():  # messages share their model: hash it once
+            return [
+                self._downlink_message(
+                    server_round, m, partition_of[m.metadata.dst_node_id], global_np, model_record
+                )
+                for m in messages
+            ]
+
+    def _model_arrays(self, arrays: ArrayRecord) -> Arrays:
+        """The global model as the clients hold it: float32 for coded tensors, exact ones in the model's dtype."""
+        assert self.spec is not None
+        out = record_to_numpy(arrays)
+        return OrderedDict(
+            (k, v.astype(np.float32, copy=False) if k in self._coded else cast(v, self.spec[k][1]))
+            for k, v in out.items()
+        )
+
+    def _in_model_dtypes(self, arrays: ArrayRecord, global_np: Arrays | None) -> ArrayRecord:
+        """The inner strategy's record, cast to the model's dtypes if it aggregated in others (e.g. float64)."""
+        if record_spec(arrays) == self.spec:
+            return arrays
+        return numpy_to_record(global_np if global_np is not None else record_to_numpy(arrays), self.spec)
+
+    def _downlink_message(
+        self, server_round: int, msg: Message, pid: int, global_np: Arrays | None, model_record: ArrayRecord
+    ) -> Message:
+        content, note = self._downlink_content(server_round, pid, msg.content, global_np, model_record)
+        new = Message(
+            content=content, message_type=msg.metadata.message_type, dst_node_id=msg.metadata.dst_node_id
+        )
+        self.notes.put(new, note)
+        return new
+
+    def _downlink_content(
+        self,
+        server_round: int,
+        pid: int,
+        content: RecordDict,
+        global_np: Arrays | None,
+        model_record: ArrayRecord,
+    ) -> tuple[RecordDict, Note]:
+        """This client's copy of the message: compressed delta if it holds a model, full model otherwise."""
+        extra = {k: v for k, v in content.items() if k not in (self.key, "config")}
+        if pid in self.plain:  # a stock client: plain arrays, none of our keys
+            config = ConfigRecord(
+                {k: v for k, v in content["config"].items() if not str(k).startswith("fedcompress.")}
+            )
+            assert global_np is not None
+            self.received[pid] = global_np
+            note = Note(pid, raw_bytes=raw_nbytes(global_np), codec=PLAIN_FALLBACK, tier=self.tier)
+            return RecordDict({self.key: model_record, "config": config, **extra}), note
+        if (
+            global_np is None
+        ):  # nothing to compress or remember: the message goes as the inner strategy built it
+            return RecordDict({self.key: model_record, "config": content["config"], **extra}), Note(
+                pid, tier=self.tier
+            )
+        config = ConfigRecord(dict(content["config"]))
+        held = self.held.get(pid)
+        if held is None and self.shared_initial is not None and pid not in self.no_shared_base:
+            held = (0, self.shared_initial)
+        if self.downlink is None or held is None:
+            received, record, codec, enc, meta = global_np, model_record, IDENTITY, None, 0
+            if self.downlink is not None:
+                config[BASE_ROUND] = -1  # tells the client to keep what it receives for later deltas
+        else:
+            base_round, base = held
+            delta = OrderedDict((k, global_np[k] - base[k]) for k in self._coded)
+            res = self.downlink.encode(delta, seed=mix(self.seed, server_round, pid, 1))
+            decoded = _decode(res.payload, self._coded)
+            received = OrderedDict(
+                (k, base[k] + decoded[k] if k in self._coded else global_np[k]) for k in base
+            )
+            exact = {k: model_record[k] for k in global_np if k not in self._coded}
+            record, codec, enc, meta = (
+                payload_record(res.payload, exact),
+                self.downlink_spec,
+                len(res.payload),
+                res.metadata_bytes,
+            )
+            config[BASE_ROUND] = base_round
+            config[BASE_DIGEST] = arrays_digest(base)
+        if self.downlink is not None:
+            self.held[pid] = (server_round, received)
+        self.received[pid] = received
+        note = Note(
+            pid,
+            raw_bytes=raw_nbytes(global_np),
+            encoded_bytes=enc,
+            metadata_bytes=meta,
+            codec=codec,
+            tier=self.tier,
+        )
+        return RecordDict({self.key: record, "config": config, **extra}), note
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = self.inner.aggregate_train(server_round, self.decode_replies(server_round, replies))
+        self.train_metrics[server_round] = metrics
+        return arrays, metrics
+
+    def decode_replies(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Turn encoded updates into full weights, and drop (and count) bad ones.
+
+        Returns the accepted replies in partition order, as the inner strategy receives them.
+        """
+        partition_of = self.partition_of
+        replies = sorted(replies, key=lambda m: partition_of.get(m.metadata.src_node_id, -1))
+        accepted: list[Message] = []
+        for reply in replies:
+            pid = partition_of.get(reply.metadata.src_node_id, -1)
+            reason = ""
+            if reply.has_error():
+                reason = f"client error: {reply.error.reason}"
+                self.held.pop(pid, None)  # it may not hold what we think: send it the full model next time
+                self.no_shared_base.add(pid)
+            else:
+                try:
+                    self._decode_reply(pid, reply)
+                except PayloadError as err:  # the peer's bytes are at fault; a bug in our code raises
+                    reason = f"rejected payload: {err}"
+            codec = PLAIN_FALLBACK if pid in self.plain else self.uplink_spec
+            raw = raw_nbytes(self.received[pid]) if pid in self.received else None
+            self.notes.update(
+                reply, partition_id=pid, raw_bytes=raw, codec=codec, rejected=reason, tier=self.tier
+            )
+            if reason:
+                self.rejections[server_round] = self.rejections.get(server_round, 0) + 1
+                log.warning("round %d: client partition %d: %s", server_round, pid, reason)
+                if self.on_reject:
+                    self.on_reject(server_round, pid, reason)
+            else:
+                self.accepted[server_round] = self.accepted.get(server_round, 0) + 1
+                accepted.append(reply)
+        return accepted
+
+    def _decode_reply(self, pid: int, reply: Message) -> None:
+        """Replace an encoded update by the full weights the inner strategy expects (received + delta)."""
+        if self.key not in reply.content:
+            raise PayloadError(f"reply has no ArrayRecord {self.key!r}")
+        record = reply.content[self.key]
+        payload = payload_of(record)
+        if payload is None:
+            if self.uplink is not None and pid not in self.plain:
+                raise PayloadError(f"expected an encoded payload ({self.uplink_spec}), got plain arrays")
+            self._check_plain(record)
+            if any(a.stype == BF16_STYPE for a in record.values()):  # Flower's aggregation needs numpy arrays
+                reply.content[self.key] = numpy_to_record(record_to_numpy(record))
+        else:
+            if self.uplink is None:
+                raise PayloadError("got an encoded payload but the uplink is configured as identity")
+            if pid not in self.received:
+                raise PayloadError(f"no model was sent to partition {pid} this round")
+            delta = _decode(payload, self._coded)
+            exact = self._exact_tensors(record)
+            base = self.received[pid]
+            full = OrderedDict((k, base[k] + delta[k] if k in self._coded else exact[k]) for k in base)
+            content = RecordDict({k: v for k, v in reply.content.items() if k != self.key})
+            content[self.key] = numpy_to_record(full)
+            reply.content = content
+        metrics = reply.content.get("metrics")
+        if isinstance(metrics, MetricRecord) and METADATA_METRIC in metrics:
+            del metrics[METADATA_METRIC]  # ours, not the user's: kept out of the aggregated train metrics
+
+    def _exact_tensors(self, record: ArrayRecord) -> Arrays:
+        """The uncoded tensors beside a payload, checked against the model's shapes and dtypes."""
+        assert self.spec is not None
+        want = {k: v for k, v in self.spec.items() if k not in self._coded}
+        got = {k: a for k, a in record.items() if k in want}
+        if set(got) != set(want) or len(record) != len(want) + 1:
+            raise PayloadError(
+                f"exact tensors beside the payload: got {sorted(k for k in record if k != 'payload')}, expected {sorted(want)}"
+            )
+        for k, a in got.items():
+            if (tuple(a.shape), record_spec(ArrayRecord({k: a}))[k][1]) != want[k]:
+                raise PayloadError(
+                    f"tensor {k!r}: shape {tuple(a.shape)} dtype {a.dtype}, model has {want[k]}"
+                )
+        return record_to_numpy(ArrayRecord(got))
+
+    def _check_plain(self, record: ArrayRecord) -> None:
+        """Plain arrays must match the model and be finite (checked on the wire bytes, without copies)."""
+        assert self.spec is not None
+        got = {k: tuple(a.shape) for k, a in record.items()}
+        want = {k: tuple(s) for k, (s, _) in self.spec.items()}
+        if got != want:
+            raise PayloadError(f"arrays disagree with the model: got {got}, expected {want}")
+        for k, a in record.items():
+            if not _finite(a):
+                raise PayloadError(f"tensor {k!r} holds NaN or Inf")
+
+    # --------------------------------------------------------------- evaluate
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
+        if self.spec is None or record_spec(arrays) == self.spec:
+            return messages
+        record = numpy_to_record(record_to_numpy(arrays), self.spec)  # the model's dtypes, as for training
+        for m in messages:
+            if self.key in m.content:
+                m.content[self.key] = record
+        return messages
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        log.info("Compression(uplink=%s, downlink=%s) around:", self.uplink_spec, self.downlink_spec)
+        self.inner.summary()
+
+
+def _decode(payload: bytes, coded: dict[str, tuple[tuple[int, ...], str]]) -> Arrays:
+    from fedcompress.codecs import decode
+
+    return OrderedDict(
+        decode(payload, expected=coded, max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in coded.values()))
+    )
+
+
+def _float32(arrays: Arrays) -> Arrays:
+    """Server strategies such as FedAdam aggregate in float64; models and codecs work in float32 (integer and
+    bool buffers keep their dtype)."""
+    return OrderedDict(
+        (k, v.astype(np.float32, copy=False) if np.asarray(v).dtype.kind == "f" else v)
+        for k, v in arrays.items()
+    )
+
+
+def _finite(array: Array) -> bool:
+    """All values finite, read in place from the serialized array (its raw data ends the buffer)."""
+    if array.dtype == "bfloat16" or np.dtype(array.dtype).kind != "f":
+        return True
+    dtype = np.dtype(array.dtype)
+    nbytes = int(np.prod(array.shape)) * dtype.itemsize
+    data = memoryview(array.data)
+    if nbytes > len(data):
+        raise PayloadError(f"array holds {len(data)} bytes, fewer than its shape needs ({nbytes})")
+    return bool(np.isfinite(np.frombuffer(data[len(data) - nbytes :], dtype=dtype)).all())
