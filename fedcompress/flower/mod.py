@@ -71,7 +71,9 @@ def make_compression_mod(initial_model: InitialModel | None = None) -> Mod:
         received = _receive(msg, context, initial_model, key)
         reply = call_next(msg, context)
         if spec != IDENTITY and not reply.has_error():
-            seed = mix(int(config.get(SEED, 0)), server_round, context.node_id, 2)
+            # the partition id, not the node id: simulation gives nodes new random ids every run
+            who = int(context.node_config.get("partition-id", context.node_id))
+            seed = mix(int(config.get(SEED, 0)), server_round, who, 2)
             _encode_reply(reply, context, spec, received, seed, key)
         return reply
 

@@ -267,7 +267,7 @@ def deploy(
     return {
         "rounds": summary["rounds"], "final_accuracy": summary["final_accuracy"],
         "uplink_mb": round(summary["uplink_mb"], 4), "downlink_mb": round(summary["downlink_mb"], 4),
-        "seconds_per_round": round(summary["seconds_per_round"], 2), "wall_seconds": round(time.monotonic() - t0, 1),
+        "seconds_per_round": round(summary["seconds_per_round"] or 0.0, 2), "wall_seconds": round(time.monotonic() - t0, 1),
         "nodes": nodes, "tls": tls, "auth": auth, "run_dir": str(run_dir), "workdir": str(workdir),
         "pids": sorted(fed.seen_pids), "tag": fed.tag,
     }  # fmt: skip
