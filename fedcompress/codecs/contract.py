@@ -17,7 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from .layout import Grouping, Layout
-from .spec import StageCall
+from .spec import Arg, BySpec, StageCall, bind_call, bind_values, format_args
+from .spec import usage as usage_line
 
 
 @dataclass(frozen=True)
@@ -78,35 +79,52 @@ class EncodeResult:
         return self.raw_bytes / max(1, self.num_bytes)
 
 
-class Stage(ABC):
-    """Base of every stage: a registry name, a kind, a canonical spec and declared properties."""
+class Stage(BySpec, ABC):
+    """Base of every stage: a registry name, a kind, declared arguments and declared properties.
 
+    A stage declares its arguments once, ``args = (Float("frac", 0.0, 1.0, lo_open=True), Flag("per_layer"))``;
+    construction (``TopK(0.01)`` or ``TopK(frac=0.01)``), parsing from a spec (:meth:`from_call`), validation,
+    the canonical :attr:`spec`, :attr:`usage`, equality, hashing and ``repr`` all follow from it. Each value
+    becomes an attribute of the same name. Checks across arguments go in :meth:`validate`.
+    """
+
+    family = "stage"
     name: ClassVar[str]
     kind: ClassVar[str]
+    args: ClassVar[tuple[Arg, ...]] = ()
     usage: ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ or "args" in cls.__dict__:
+            cls.usage = usage_line(cls.name, cls.args) if hasattr(cls, "name") else ""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        for key, value in bind_values(self.name, self.args, args, kwargs, self.fail).items():
+            setattr(self, key, value)
+        self.validate()
+
     @classmethod
-    @abstractmethod
+    def fail(cls, message: str) -> ValueError:
+        """An error that names the stage and its usage line."""
+        return ValueError(f"{cls.name}: {message}; usage: {cls.usage}")
+
+    def validate(self) -> None:
+        """Checks across arguments (raise ``self.fail(...)``); each argument is already in range."""
+
+    @classmethod
     def from_call(cls, call: StageCall) -> Stage:
-        """Build from parsed arguments; raise ValueError naming the stage and its allowed values."""
+        """Build from parsed spec arguments; errors name the stage, the argument and its allowed values."""
+        return cls(**bind_call(cls.name, cls.args, call, cls.fail))
 
     @property
-    @abstractmethod
     def spec(self) -> str:
         """Canonical text; ``parse(spec)`` rebuilds an equal stage."""
+        return format_args(self.name, self.args, {a.name: getattr(self, a.name) for a in self.args})
 
     @property
     @abstractmethod
     def properties(self) -> Properties: ...
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Stage) and other.spec == self.spec
-
-    def __hash__(self) -> int:
-        return hash(self.spec)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec}>"
 
 
 @dataclass

@@ -9,7 +9,7 @@ stale (the FEMNIST probe saw them grow to ~3x one round's update), and a decay b
 from __future__ import annotations
 
 from .contract import Properties, Stage
-from .spec import Args, StageCall, format_call
+from .spec import Float
 
 
 class ErrorFeedback(Stage):
@@ -17,21 +17,8 @@ class ErrorFeedback(Stage):
 
     name = "ef"
     kind = "feedback"
-    usage = "ef[(decay)] with decay in [0, 1]"
-
-    def __init__(self, decay: float = 1.0) -> None:
-        self.decay = float(decay)
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> ErrorFeedback:
-        a = Args(call, cls.usage)
-        decay = a.take_float("decay", 0.0, 1.0, default=1.0, key="decay")
-        a.done()
-        return cls(decay)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.decay] if self.decay != 1.0 else [])
+    args = (Float("decay", 0.0, 1.0, 1.0),)
+    decay: float
 
     @property
     def properties(self) -> Properties:

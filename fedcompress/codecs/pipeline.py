@@ -23,7 +23,7 @@ from .feedback import ErrorFeedback
 from .layout import Layout
 from .quantize import BF16, FP16, QSGD, Identity, Sign, Ternary, Uniform
 from .sparsify import RandK, Threshold, TopK
-from .spec import StageCall, parse_spec
+from .spec import BySpec, StageCall, parse_spec
 from .vq import PQ, KMeans
 
 STAGES: dict[str, type[Stage]] = {
@@ -59,8 +59,10 @@ def make_stage(call: StageCall) -> Stage:
     return cls.from_call(call)
 
 
-class Pipeline:
+class Pipeline(BySpec):
     """A composed codec. Build with :meth:`parse` or :meth:`from_toml`; equal pipelines have equal specs."""
+
+    family = "pipeline"
 
     def __init__(
         self,
@@ -154,15 +156,6 @@ class Pipeline:
     def is_identity(self) -> bool:
         """True when the payload is raw fp32 (no sparsifier, quantizer, coder or error feedback)."""
         return not self.stages
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Pipeline) and other.spec == self.spec
-
-    def __hash__(self) -> int:
-        return hash(self.spec)
-
-    def __repr__(self) -> str:
-        return f"Pipeline({self.spec!r})"
 
     # ------------------------------------------------------------ encode
 
