@@ -1,7 +1,8 @@
 """Golden bytes: what ``Pipeline.parse(spec).encode(...)`` produces must never change.
 
 Published results are reproduced from payloads, so every refactoring of the codecs must keep these
-sha256 values (their first 128 bits). They were recorded from the code before the stage-declaration refactoring (commit d83b849).
+sha256 values (their first 128 bits). They were recorded from the code before the stage-declaration refactoring (commit d83b849; the ``ef``, ``fp16 > ef``, ``uniform > ef`` and
+``randk > ef > qsgd`` rows were added later, computed by that same commit's code).
 Regenerate only for a deliberate, versioned wire-format change: ``PYTHONPATH=. python tests/codecs/test_golden.py``.
 """
 
@@ -39,6 +40,10 @@ SPECS = [
     "topk(0.1) > uniform(4) > entropy",
     "topk(0.2) > kmeans(8) > entropy",
     "sign > ef",
+    "ef",
+    "fp16 > ef > zstd",
+    "uniform(4) > ef(0.75) > entropy",
+    "randk(0.1) > ef > qsgd(8) > entropy",
     "entropy",
     "fp16 > entropy",
 ]
@@ -269,6 +274,74 @@ GOLDEN: dict[str, list[tuple[str, str, str | None]]] = {
             "1a8d5a34f76856523634ad7699409fa0",
             "a38e2a681b15ea1e71da749bf4eb9dfa",
             "697f9c50addc2cfeb3e61688ad0c431a",
+        ),
+    ],
+    "ef": [
+        (
+            "2e91663719c2e9bb4efa89246e5de797",
+            "8dae55956585f29b76d7a45f0ee2b724",
+            "e11b52e0c19ceba9719d8c79974e1595",
+        ),
+        (
+            "30d19129ce92b84997b8f32634147ac6",
+            "5d334848b675921255199fe2d7676e54",
+            "e11b52e0c19ceba9719d8c79974e1595",
+        ),
+        (
+            "1ebbba45da6b6d35f490fb707a6f5242",
+            "46c6d6fc80b144e1268d7a1c00f0e183",
+            "e11b52e0c19ceba9719d8c79974e1595",
+        ),
+    ],
+    "fp16 > ef > zstd": [
+        (
+            "ca720485fbcee01a3bfeead53da3d286",
+            "2a5024fbce452523451d3bfa7dc41422",
+            "b092ff5702fae4fcb6a035c872296487",
+        ),
+        (
+            "fa5dc297eaa4e4fe52e540771cb15988",
+            "ebb2f9c3ea64bc2f9d1cdc85d730895b",
+            "56432c5ab5f9233998b091bd0a971ec8",
+        ),
+        (
+            "16a3691be2bcb7d4a9735b5a30fa7306",
+            "b5726e743adb15c7885eeb65ed95041c",
+            "9c5bbf19704dd873aca9c6af284c35bd",
+        ),
+    ],
+    "uniform(4) > ef(0.75) > entropy": [
+        (
+            "a69811f0cb4673a55673564884ee8608",
+            "0b5ef2e9e681f63782cb35fb5e3b5a82",
+            "3352836ed715b476b97f69fde7fa21d0",
+        ),
+        (
+            "f6bbcc996713786569ee5fee8d3c3a6f",
+            "d98a399eeccb030ac5e96c5c64ea7abe",
+            "61e8359b0fdc7846b75b2a4114c8a840",
+        ),
+        (
+            "0e421b260c82a06f022b06273503c688",
+            "bd8fdfc9422d0f3f8262b63b0dcae378",
+            "021906175cb0ff9e2fe2b32685774d21",
+        ),
+    ],
+    "randk(0.1) > ef > qsgd(8) > entropy": [
+        (
+            "7ced01d25ffbb8ff4d932542242ec165",
+            "6bf3bc45ba6047a22bd749176f31d5d8",
+            "fce6fbda8eaf859c4b2df93e3508d068",
+        ),
+        (
+            "5527a80cab39d04be36964917ef829ad",
+            "bd72ac648ded87294468508e409d1db7",
+            "21d58fbe9d013c22450d52018efe01c9",
+        ),
+        (
+            "25388f7e6f35a340c951c673b55d4e18",
+            "794a091593d0ab255df0d5ef2155a0ba",
+            "3bee920e2b3cecdc59bb994b284b7af6",
         ),
     ],
     "entropy": [
