@@ -1,8 +1,7 @@
 """What every stage promises: its kind, its spec text, its declared properties, and its encode/decode pair.
 
 Four kinds compose a pipeline, in this order: an optional *sparsifier* (which values travel), an optional
-error
-feedback marker, one *quantizer* (how each value becomes an integer symbol; ``identity`` keeps fp32 bits)
+stateful wrapper (error feedback) around the sparsifier and quantizer, one *quantizer* (how each value becomes an integer symbol; ``identity`` keeps fp32 bits)
 and one
 *coder* (how symbols become bytes). Keeping the kinds apart lets any sparsifier pair with any quantizer
 and coder.
@@ -11,6 +10,7 @@ and coder.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -180,6 +180,54 @@ class Quantizer(Stage):
         self, symbols: np.ndarray, side: memoryview | bytes, starts: np.ndarray, nonzero: bool
     ) -> np.ndarray:
         """float32 values; raises PayloadError on malformed side information."""
+
+
+@dataclass
+class Compressed:
+    """What the lossy part made of one flat vector: the kept positions (``None``: dense), the kept values,
+    their group starts, the integer symbols and side information, and the coded index section."""
+
+    idx: np.ndarray | None
+    values: np.ndarray
+    starts: np.ndarray
+    symbols: np.ndarray
+    side: bytes
+    index: Encoded
+    nonzero: bool
+
+
+class Lossy(ABC):
+    """The lossy part of a pipeline (sparsifier and quantizer): a flat float32 vector to symbols, and back.
+
+    ``compress`` may return views of ``flat`` (``identity`` keeps its bits), so whoever changes ``flat``
+    afterwards must check for shared memory first.
+    """
+
+    @abstractmethod
+    def compress(self, flat: np.ndarray, layout: Layout, seed: int) -> Compressed: ...
+
+    @abstractmethod
+    def reconstruct(self, c: Compressed) -> np.ndarray:
+        """The decoder's float32 values at the kept positions (all of them when dense)."""
+
+
+State = dict[str, np.ndarray]
+
+
+class Stateful(Stage):
+    """A stateful wrapper around the lossy part: it takes the client's state in and returns the next state.
+
+    Contract: ``encode`` turns ``tensors`` (and ``state``, names equal to the tensors' or ``None``) into one
+    flat float32 vector, lets ``inner`` compress it, and returns what ``inner`` made with the new state (a
+    dict shaped like ``tensors``). It never changes the payload's format: decoding needs nothing from it.
+    """
+
+    kind = "feedback"
+
+    @abstractmethod
+    def encode(
+        self, inner: Lossy, tensors: Mapping[str, np.ndarray], layout: Layout, state: State | None, seed: int
+    ) -> tuple[Compressed, State | None]: ...
 
 
 class Coder(Stage):
