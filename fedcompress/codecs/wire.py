@@ -215,17 +215,27 @@ def _inflate_header(body: bytes) -> bytes:
 
 
 def zstd_decompress(data: bytes | memoryview, expected: int, what: str) -> bytes:
-    """Decompress exactly ``expected`` bytes; the frame's declared size is checked before any allocation."""
+    """Decompress one zstd frame of exactly ``expected`` bytes and nothing after it.
+
+    The frame's declared size is checked before anything is allocated; streaming decompression then stops
+    with an error as soon as a block would exceed it (at most one 128 KiB block past ``expected``), and any
+    byte after the frame (a second frame, padding, smuggled data) is rejected.
+    """
     try:
         declared = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:
-        raise PayloadError(f"{what}: not a zstd frame ({exc})") from exc
+        raise PayloadError(f"{what}: not a zstd frame ({str(exc)[:80]})") from exc
     if declared != expected:
         raise PayloadError(f"{what}: zstd frame declares {declared} bytes, expected {expected}")
+    dobj = zstandard.ZstdDecompressor().decompressobj()
     try:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
+        out = dobj.decompress(data)
     except zstandard.ZstdError as exc:
-        raise PayloadError(f"{what}: zstd data is corrupted ({exc})") from exc
+        raise PayloadError(f"{what}: zstd data is corrupted ({str(exc)[:80]})") from exc
+    if not dobj.eof:
+        raise PayloadError(f"{what}: zstd frame truncated")
+    if dobj.unused_data:
+        raise PayloadError(f"{what}: {len(dobj.unused_data)} bytes after the zstd frame")
     if len(out) != expected:
         raise PayloadError(f"{what}: zstd produced {len(out)} bytes, expected {expected}")
     return out
