@@ -81,9 +81,13 @@ def _ans_decode(data: memoryview, n: int, bits: int) -> np.ndarray:
     words = np.frombuffer(data[end:], "<u4").astype(np.uint32)
     try:
         model = constriction.stream.model.Categorical(counts, perfect=False)
-        out = constriction.stream.stack.AnsCoder(words).decode(model, n)
+        coder = constriction.stream.stack.AnsCoder(words)
+        out = coder.decode(model, n)
+        empty = coder.is_empty()
     except Exception as exc:  # constriction raises its own types on malformed streams
-        raise PayloadError(f"ANS stream is corrupted ({exc})") from exc
+        raise PayloadError(f"ANS stream is corrupted ({type(exc).__name__}: {str(exc)[:80]})") from exc
+    if not empty:  # a whole stream ends exactly where the last symbol does
+        raise PayloadError("ANS stream is corrupted (words left over after the last symbol)")
     return (np.asarray(out, np.int64) + lo).astype(bitpack.symbol_dtype(bits))
 
 

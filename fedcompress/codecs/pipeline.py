@@ -266,23 +266,6 @@ class Pipeline(BySpec):
         return layout.split(flat)
 
 
-def _check_expected(infos: tuple[wire.TensorInfo, ...], expected: Mapping[str, tuple] | None) -> None:
-    if expected is None:
-        return
-    got = {t.name: t for t in infos}
-    if set(got) != set(expected):
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        raise PayloadError(f"tensor names disagree with the model: missing {missing}, unexpected {extra}")
-    for name, (shape, dtype) in expected.items():
-        t = got[name]
-        if tuple(int(d) for d in shape) != t.shape:
-            raise PayloadError(f"tensor {name!r}: payload shape {t.shape}, model expects {tuple(shape)}")
-        want = dtype if dtype == "bfloat16" else str(np.dtype(dtype))
-        if want != t.dtype:
-            raise PayloadError(f"tensor {name!r}: payload dtype {t.dtype}, model expects {want}")
-
-
 def decode(
     payload: bytes | bytearray | memoryview,
     expected: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
@@ -294,12 +277,13 @@ def decode(
     float32 size
     (default 4 GiB). Raises :class:`PayloadError` with the reason on any malformed or hostile payload.
     """
-    header, sections = wire.unpack(payload)
+    header, sections = wire.unpack(payload, expected)
     try:
         pipe = Pipeline.parse(header.spec)
     except ValueError as exc:
-        raise PayloadError(f"payload names an unknown or invalid codec: {exc}") from exc
-    _check_expected(header.tensors, expected)
+        raise PayloadError(f"payload names an unknown or invalid codec: {str(exc)[:160]}") from None
+    if expected is not None and len(header.tensors) != len(expected):  # wire.unpack checked each entry
+        raise PayloadError("tensor names disagree with the model")
     bound = DEFAULT_MAX_OUTPUT_BYTES if max_output_bytes is None else int(max_output_bytes)
     total = sum(t.size for t in header.tensors)
     if 4 * total > bound:

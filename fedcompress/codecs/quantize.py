@@ -172,6 +172,8 @@ def mid_encode(
 
 
 def mid_decode(sym: np.ndarray, starts: np.ndarray, scale: np.ndarray, levels: int) -> np.ndarray:
+    if sym.size and int(sym.max()) > 2 * levels:
+        raise PayloadError(f"symbol {int(sym.max())} outside the grid of {2 * levels + 1} levels")
     out = np.empty(sym.size, np.float32)
     shift = (-scale * np.float32(levels)).astype(np.float32)
 
