@@ -345,13 +345,20 @@ def m_bomb(parts: Parts, payload: bytes, donor: Parts, rng: np.random.Generator)
         sections[i] = bytes([1]) + frame  # entropy coder, zstd mode
     elif choice < 0.85:  # a valid-size frame with bytes after it
         body = sections[i]
-        if body[:1] in (b"\x01",) and len(body) > 5 and zstandard.frame_content_size(body[1:]) > 0:
+        if body[:1] == b"\x01" and _is_frame(body[1:]):
             sections[i] = body + bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
         else:
             sections[i] = zstandard.ZstdCompressor().compress(body) + b"\0"
     else:  # a frame that hides its size
         sections[i] = _zero_frame(size, False)
     return rebuild(parts, sections=sections)
+
+
+def _is_frame(data: bytes) -> bool:
+    try:
+        return zstandard.frame_content_size(data) > 0
+    except zstandard.ZstdError:
+        return False
 
 
 @functools.lru_cache(maxsize=8)
