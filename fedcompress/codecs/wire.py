@@ -278,7 +278,7 @@ def zstd_decompress(data: bytes | memoryview, expected: int, what: str) -> bytes
         raise PayloadError(f"{what}: not a zstd frame ({str(exc)[:80]})") from exc
     if declared != expected:
         raise PayloadError(f"{what}: zstd frame declares {declared} bytes, expected {expected}")
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+    dobj = zstandard.ZstdDecompressor().decompressobj(write_size=max(expected, 1))  # one output chunk
     try:
         out = dobj.decompress(data)
     except zstandard.ZstdError as exc:
