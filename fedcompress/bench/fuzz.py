@@ -1,6 +1,6 @@
 """Fuzzing the payload decoder with mutations of real payloads of every registered stage.
 
-    nice -n 19 python -m fedcompress.bench.fuzz --cases-per-stage 10000 [--time-limit 5] [--no-memory]
+    nice -n 19 python -m fedcompress.bench.fuzz --cases-per-stage 10000 [--time-limit 5] [--memory-every 10]
 
 For each registered stage, real payloads of pipelines that use it are mutated (truncation, bit flips, spliced
 sections, inflated shapes and section lengths, decompression and header bombs, NaN/Inf, inconsistent coder
@@ -8,7 +8,8 @@ tables...), and wherever the mutation would otherwise stop at the checksum the C
 inner parsers are reached. Every case must either raise :class:`PayloadError` (reason <= 300 characters) or
 decode to finite float32 tensors with exactly the expected names and shapes. The table counts, per stage and
 per mutation class: cases, rejections, accepted payloads (decoded fine: the mutation left them valid),
-unexpected exceptions, bad outputs, hangs (over the per-case time limit) and the peak traced memory of a case.
+unexpected exceptions, bad outputs, hangs (over the per-case time limit), and the peak memory one decode
+allocated (tracemalloc, on every n-th case and every bomb: tracing slows decoding several times).
 Exit status 1 when anything unexpected happened.
 """
 
@@ -461,6 +462,7 @@ class Outcome:
     detail: str = ""
     seconds: float = 0.0
     peak: int = 0
+    traced: bool = False
 
 
 def check(
@@ -470,9 +472,8 @@ def check(
     if time_limit:
         signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, time_limit)
-    if memory:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
+    if memory:  # traced from here: the peak is what this one decode allocated at most
+        tracemalloc.start()
     t = time.perf_counter()
     try:
         out = decode(payload, expected=expected)
@@ -480,30 +481,31 @@ def check(
         reason = str(exc)
         long = len(reason) > PayloadError.MAX_REASON or reason.endswith("(truncated)")  # cut, not built short
         kind = "long_reason" if long else "rejected"
-        return _done(Outcome(kind, str(exc)[:120]), t, memory, base if memory else 0, time_limit)
+        return _done(Outcome(kind, str(exc)[:120]), t, memory, time_limit)
     except Hang:
-        return _done(Outcome("hang"), t, memory, base if memory else 0, 0)
+        return _done(Outcome("hang"), t, memory, 0)
     except Exception as exc:  # noqa: BLE001 - this is what the fuzzer looks for
         return _done(
             Outcome("unexpected", f"{type(exc).__name__}: {str(exc)[:160]}"),
             t,
             memory,
-            base if memory else 0,
             time_limit,
         )
-    res = _done(Outcome("accepted"), t, memory, base if memory else 0, time_limit)
+    res = _done(Outcome("accepted"), t, memory, time_limit)
     problem = _output_problem(out, expected)
     if problem:
         res.kind, res.detail = "bad_output", problem
     return res
 
 
-def _done(o: Outcome, t: float, memory: bool, base: int, time_limit: float) -> Outcome:
+def _done(o: Outcome, t: float, memory: bool, time_limit: float) -> Outcome:
     if time_limit:
         signal.setitimer(signal.ITIMER_REAL, 0)
     o.seconds = time.perf_counter() - t
     if memory:
-        o.peak = max(0, tracemalloc.get_traced_memory()[1] - base)
+        o.peak = tracemalloc.get_traced_memory()[1]
+        o.traced = True
+        tracemalloc.stop()
     if time_limit and o.seconds > time_limit and o.kind != "hang":
         o.kind, o.detail = "hang", f"{o.seconds:.1f}s ({o.kind})"
     return o
@@ -565,6 +567,7 @@ class Corpus:
 class Tally:
     cases: int = 0
     kinds: Counter = field(default_factory=Counter)
+    traced: int = 0
     peak: int = 0
     slowest: float = 0.0
     examples: list[str] = field(default_factory=list)
@@ -573,6 +576,7 @@ class Tally:
         self.cases += 1
         self.kinds[o.kind] += 1
         self.peak = max(self.peak, o.peak)
+        self.traced += o.traced
         self.slowest = max(self.slowest, o.seconds)
         if o.kind not in ("rejected", "accepted") and len(self.examples) < 5:
             self.examples.append(f"{label}: {o.kind}: {o.detail}")
@@ -582,15 +586,16 @@ class Tally:
         return sum(v for k, v in self.kinds.items() if k not in ("rejected", "accepted"))
 
 
-def run(cases_per_stage: int, time_limit: float, memory: bool, seed: int = 0, out=sys.stdout) -> dict:
+def run(cases_per_stage: int, time_limit: float, memory_every: int, seed: int = 0, out=sys.stdout) -> dict:
+    """``memory_every``: trace memory on every n-th case and every bomb (0: never); tracing slows a decode
+    several times, so the long run samples."""
     corpus = Corpus.build()
     by_stage: dict[str, Tally] = defaultdict(Tally)
     by_class: dict[str, Tally] = defaultdict(Tally)
-    if memory:
-        tracemalloc.start()
     t0 = time.perf_counter()
     for stage in SPECS:
-        for name, spec, payload in corpus.cases(stage, cases_per_stage, seed):
+        for i, (name, spec, payload) in enumerate(corpus.cases(stage, cases_per_stage, seed)):
+            memory = memory_every > 0 and (i % memory_every == 0 or name == "bomb")
             o = check(payload, time_limit=time_limit, memory=memory)
             by_stage[stage].add(o, f"{stage}/{name} [{spec}]")
             by_class[name].add(o, f"{stage}/{name} [{spec}]")
@@ -599,8 +604,6 @@ def run(cases_per_stage: int, time_limit: float, memory: bool, seed: int = 0, ou
             file=sys.stderr,
             flush=True,
         )
-    if memory:
-        tracemalloc.stop()
     elapsed = time.perf_counter() - t0
     _table("stage", by_stage, out)
     print(file=out)
@@ -620,11 +623,14 @@ def run(cases_per_stage: int, time_limit: float, memory: bool, seed: int = 0, ou
 
 def _table(key: str, tallies: dict[str, Tally], out) -> None:  # noqa: ANN001
     cols = ["cases", "rejected", "accepted", "unexpected", "bad_output", "long_reason", "hang"]
-    print(f"{key:<14}" + "".join(f"{c:>12}" for c in cols) + f"{'peak MiB':>10}{'slowest s':>11}", file=out)
+    head = f"{key:<14}" + "".join(f"{c:>12}" for c in cols)
+    print(head + f"{'traced':>8}{'peak MiB':>10}{'slowest s':>11}", file=out)
     for name, t in tallies.items():
         row = [t.cases] + [t.kinds.get(c, 0) for c in cols[1:]]
         print(
-            f"{name:<14}" + "".join(f"{v:>12}" for v in row) + f"{t.peak / 2**20:>10.1f}{t.slowest:>11.3f}",
+            f"{name:<14}"
+            + "".join(f"{v:>12}" for v in row)
+            + f"{t.traced:>8}{t.peak / 2**20:>10.2f}{t.slowest:>11.3f}",
             file=out,
         )
 
@@ -635,10 +641,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--time-limit", type=float, default=5.0, help="seconds per case before it counts as a hang"
     )
-    ap.add_argument("--no-memory", action="store_true", help="skip tracemalloc (faster; no peak column)")
+    ap.add_argument(
+        "--memory-every",
+        type=int,
+        default=10,
+        help="trace memory (tracemalloc) on every n-th case and on every bomb; 0: never",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    res = run(args.cases_per_stage, args.time_limit, not args.no_memory, args.seed)
+    res = run(args.cases_per_stage, args.time_limit, args.memory_every, args.seed)
     return 1 if res["failures"] else 0
 
 
