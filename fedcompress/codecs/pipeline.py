@@ -1,8 +1,8 @@
 """Pipelines: stages composed in a fixed order, encoded to one self-describing payload.
 
 Order: ``[sparsifier] > [ef] > [quantizer] > [coder]`` (``ef`` may be written anywhere: it is a stateful
-wrapper around the sparsifier and quantizer, :mod:`.feedback`). The header carries the canonical spec, so ``decode`` needs nothing but the payload.
-Sections, always three: kept indices (empty when dense), quantizer side information, coded symbols.
+wrapper around the sparsifier and quantizer, :mod:`.feedback`). The header carries the canonical spec, so
+``decode`` needs nothing but the payload. Sections, always three: kept indices (empty when dense), quantizer side information, coded symbols.
 """
 
 from __future__ import annotations
@@ -273,9 +273,10 @@ def decode(
 ) -> dict[str, np.ndarray]:
     """Decode any payload to float32 tensors, validating everything before allocating.
 
-    ``expected`` maps name -> (shape, dtype) of the model; ``max_output_bytes`` bounds the decoded
-    float32 size
-    (default 4 GiB). Raises :class:`PayloadError` with the reason on any malformed or hostile payload.
+    ``expected`` maps name -> (shape, dtype) of the model: with it, the work and memory spent on a payload
+    are bounded by the model, not by what the payload declares. ``max_output_bytes`` bounds the decoded
+    float32 size (default 4 GiB). Raises :class:`PayloadError` (a short reason) on any malformed or hostile
+    payload, and nothing else.
     """
     header, sections = wire.unpack(payload, expected)
     try:
@@ -296,4 +297,4 @@ def decode(
     except PayloadError:
         raise
     except (ValueError, IndexError, OverflowError, struct.error) as exc:
-        raise PayloadError(f"malformed payload: {exc}") from exc
+        raise PayloadError(f"malformed payload: {type(exc).__name__}: {str(exc)[:160]}") from exc
