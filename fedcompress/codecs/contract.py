@@ -1,8 +1,7 @@
 """What every stage promises: its kind, its spec text, its declared properties, and its encode/decode pair.
 
 Four kinds compose a pipeline, in this order: an optional *sparsifier* (which values travel), an optional
-error
-feedback marker, one *quantizer* (how each value becomes an integer symbol; ``identity`` keeps fp32 bits)
+stateful wrapper (error feedback) around the sparsifier and quantizer, one *quantizer* (how each value becomes an integer symbol; ``identity`` keeps fp32 bits)
 and one
 *coder* (how symbols become bytes). Keeping the kinds apart lets any sparsifier pair with any quantizer
 and coder.
@@ -11,13 +10,15 @@ and coder.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from .layout import Grouping, Layout
-from .spec import StageCall
+from .spec import Arg, BySpec, StageCall, bind_call, bind_values, format_args
+from .spec import usage as usage_line
 
 
 @dataclass(frozen=True)
@@ -78,35 +79,52 @@ class EncodeResult:
         return self.raw_bytes / max(1, self.num_bytes)
 
 
-class Stage(ABC):
-    """Base of every stage: a registry name, a kind, a canonical spec and declared properties."""
+class Stage(BySpec, ABC):
+    """Base of every stage: a registry name, a kind, declared arguments and declared properties.
 
+    A stage declares its arguments once, ``args = (Float("frac", 0.0, 1.0, lo_open=True), Flag("per_layer"))``;
+    construction (``TopK(0.01)`` or ``TopK(frac=0.01)``), parsing from a spec (:meth:`from_call`), validation,
+    the canonical :attr:`spec`, :attr:`usage`, equality, hashing and ``repr`` all follow from it. Each value
+    becomes an attribute of the same name. Checks across arguments go in :meth:`validate`.
+    """
+
+    family = "stage"
     name: ClassVar[str]
     kind: ClassVar[str]
+    args: ClassVar[tuple[Arg, ...]] = ()
     usage: ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ or "args" in cls.__dict__:
+            cls.usage = usage_line(cls.name, cls.args) if hasattr(cls, "name") else ""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        for key, value in bind_values(self.name, self.args, args, kwargs, self.fail).items():
+            setattr(self, key, value)
+        self.validate()
+
     @classmethod
-    @abstractmethod
+    def fail(cls, message: str) -> ValueError:
+        """An error that names the stage and its usage line."""
+        return ValueError(f"{cls.name}: {message}; usage: {cls.usage}")
+
+    def validate(self) -> None:
+        """Checks across arguments (raise ``self.fail(...)``); each argument is already in range."""
+
+    @classmethod
     def from_call(cls, call: StageCall) -> Stage:
-        """Build from parsed arguments; raise ValueError naming the stage and its allowed values."""
+        """Build from parsed spec arguments; errors name the stage, the argument and its allowed values."""
+        return cls(**bind_call(cls.name, cls.args, call, cls.fail))
 
     @property
-    @abstractmethod
     def spec(self) -> str:
         """Canonical text; ``parse(spec)`` rebuilds an equal stage."""
+        return format_args(self.name, self.args, {a.name: getattr(self, a.name) for a in self.args})
 
     @property
     @abstractmethod
     def properties(self) -> Properties: ...
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Stage) and other.spec == self.spec
-
-    def __hash__(self) -> int:
-        return hash(self.spec)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec}>"
 
 
 @dataclass
@@ -162,6 +180,54 @@ class Quantizer(Stage):
         self, symbols: np.ndarray, side: memoryview | bytes, starts: np.ndarray, nonzero: bool
     ) -> np.ndarray:
         """float32 values; raises PayloadError on malformed side information."""
+
+
+@dataclass
+class Compressed:
+    """What the lossy part made of one flat vector: the kept positions (``None``: dense), the kept values,
+    their group starts, the integer symbols and side information, and the coded index section."""
+
+    idx: np.ndarray | None
+    values: np.ndarray
+    starts: np.ndarray
+    symbols: np.ndarray
+    side: bytes
+    index: Encoded
+    nonzero: bool
+
+
+class Lossy(ABC):
+    """The lossy part of a pipeline (sparsifier and quantizer): a flat float32 vector to symbols, and back.
+
+    ``compress`` may return views of ``flat`` (``identity`` keeps its bits), so whoever changes ``flat``
+    afterwards must check for shared memory first.
+    """
+
+    @abstractmethod
+    def compress(self, flat: np.ndarray, layout: Layout, seed: int) -> Compressed: ...
+
+    @abstractmethod
+    def reconstruct(self, c: Compressed) -> np.ndarray:
+        """The decoder's float32 values at the kept positions (all of them when dense)."""
+
+
+State = dict[str, np.ndarray]
+
+
+class Stateful(Stage):
+    """A stateful wrapper around the lossy part: it takes the client's state in and returns the next state.
+
+    Contract: ``encode`` turns ``tensors`` (and ``state``, names equal to the tensors' or ``None``) into one
+    flat float32 vector, lets ``inner`` compress it, and returns what ``inner`` made with the new state (a
+    dict shaped like ``tensors``). It never changes the payload's format: decoding needs nothing from it.
+    """
+
+    kind = "feedback"
+
+    @abstractmethod
+    def encode(
+        self, inner: Lossy, tensors: Mapping[str, np.ndarray], layout: Layout, state: State | None, seed: int
+    ) -> tuple[Compressed, State | None]: ...
 
 
 class Coder(Stage):

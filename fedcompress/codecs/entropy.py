@@ -18,7 +18,7 @@ import zstandard
 from . import bitpack
 from .contract import Coder, Encoded
 from .errors import PayloadError
-from .spec import Args, NoArgs, StageCall, format_call
+from .spec import Int
 from .wire import zstd_decompress
 
 MODE_RAW, MODE_ZSTD, MODE_ANS = 0, 1, 2
@@ -81,17 +81,20 @@ def _ans_decode(data: memoryview, n: int, bits: int) -> np.ndarray:
     words = np.frombuffer(data[end:], "<u4").astype(np.uint32)
     try:
         model = constriction.stream.model.Categorical(counts, perfect=False)
-        out = constriction.stream.stack.AnsCoder(words).decode(model, n)
+        coder = constriction.stream.stack.AnsCoder(words)
+        out = coder.decode(model, n)
+        empty = coder.is_empty()
     except Exception as exc:  # constriction raises its own types on malformed streams
-        raise PayloadError(f"ANS stream is corrupted ({exc})") from exc
+        raise PayloadError(f"ANS stream is corrupted ({type(exc).__name__}: {str(exc)[:80]})") from exc
+    if not empty:  # a whole stream ends exactly where the last symbol does
+        raise PayloadError("ANS stream is corrupted (words left over after the last symbol)")
     return (np.asarray(out, np.int64) + lo).astype(bitpack.symbol_dtype(bits))
 
 
-class Raw(NoArgs, Coder):
+class Raw(Coder):
     """Bit-packed symbols, no entropy coding (the default when a spec names no coder)."""
 
     name = "raw"
-    usage = "raw"
 
     def encode(self, symbols: np.ndarray, bits: int) -> Encoded:
         data = bitpack.pack(symbols, bits)
@@ -105,21 +108,8 @@ class Zstd(Coder):
     """zstd over bit-packed symbols."""
 
     name = "zstd"
-    usage = "zstd[(level)] with level in 1..22"
-
-    def __init__(self, level: int = 3) -> None:
-        self.level = level
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Zstd:
-        a = Args(call, cls.usage)
-        level = a.take_int("level", 1, 22, default=3, key="level")
-        a.done()
-        return cls(level)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.level] if self.level != 3 else [])
+    args = (Int("level", 1, 22, 3),)
+    level: int
 
     def encode(self, symbols: np.ndarray, bits: int) -> Encoded:
         frame = _zstd(bitpack.pack(symbols, bits), self.level)
@@ -129,11 +119,10 @@ class Zstd(Coder):
         return bitpack.unpack(zstd_decompress(data, bitpack.packed_size(n, bits), "zstd values"), n, bits)
 
 
-class Entropy(NoArgs, Coder):
+class Entropy(Coder):
     """Smallest of packed, zstd(packed) and ANS, measured per payload (ANS only when it can pay off)."""
 
     name = "entropy"
-    usage = "entropy"
     level = 1  # measured: level 1 is as tight as 3 on nibble-packed symbols, and 2.5x faster
 
     def encode(self, symbols: np.ndarray, bits: int) -> Encoded:

@@ -62,12 +62,17 @@ def encode(idx: np.ndarray, n: int) -> Encoded:
     return Encoded(_HEAD.pack(MODE_RICE, k) + _RICE.pack(b, len(unary)) + data, len(data))
 
 
+def _fields(data: memoryview | bytes, st: struct.Struct, what: str) -> tuple[tuple, memoryview | bytes]:
+    """Fixed-size fields at the start of ``data`` and the rest."""
+    if len(data) < st.size:
+        raise PayloadError(f"index section truncated ({what})")
+    return st.unpack(data[: st.size]), data[st.size :]
+
+
 def decode(data: memoryview | bytes, n: int) -> np.ndarray:
-    """Inverse of :func:`encode`; every count and length is checked against ``n`` and the section size."""
-    if len(data) < _HEAD.size:
-        raise PayloadError("index section truncated")
-    mode, k = _HEAD.unpack(data[: _HEAD.size])
-    body = data[_HEAD.size :]
+    """Inverse of :func:`encode`; every count and length is checked against ``n`` and the section size
+    before anything in proportion to the section is allocated."""
+    (mode, k), body = _fields(data, _HEAD, "mode and count")
     if k > n:
         raise PayloadError(f"index section declares {k} indices for {n} parameters")
     if mode == MODE_ALL:
@@ -83,10 +88,7 @@ def decode(data: memoryview | bytes, n: int) -> np.ndarray:
         return idx.astype(np.int64)
     if mode != MODE_RICE:
         raise PayloadError(f"unknown index coding mode {mode}")
-    if len(body) < _RICE.size:
-        raise PayloadError("index section truncated (Rice parameters)")
-    b, unary_len = _RICE.unpack(body[: _RICE.size])
-    body = body[_RICE.size :]
+    (b, unary_len), body = _fields(body, _RICE, "Rice parameters")
     if b > MAX_RICE_BITS:
         raise PayloadError(f"Rice parameter {b} out of range 0..{MAX_RICE_BITS}")
     rem_len = bitpack.packed_size(k, b) if b else 0
@@ -96,6 +98,11 @@ def decode(data: memoryview | bytes, n: int) -> np.ndarray:
         return np.zeros(0, np.int64)
     if unary_len * 8 < k:
         raise PayloadError(f"unary stream too short for {k} indices")
+    # k terminators plus the quotients, whose sum is at most (n - k) >> b: unpacked at 8 bytes a byte, so
+    # the length is bounded by the model before unpacking.
+    max_unary = (k + ((n - k) >> b) + 7) // 8
+    if unary_len > max_unary:
+        raise PayloadError(f"unary stream of {unary_len} bytes, at most {max_unary} for {k} of {n} indices")
     ones = np.flatnonzero(np.unpackbits(np.frombuffer(body[:unary_len], np.uint8), bitorder="little"))
     if ones.size != k:
         raise PayloadError(f"unary stream has {ones.size} terminators, expected {k}")

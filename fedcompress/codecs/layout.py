@@ -67,6 +67,14 @@ class Layout:
             np.add(x, r, out=out, casting="unsafe")
         return flat
 
+    def check_finite(self, flat: np.ndarray, after: str = "") -> None:
+        """Reject NaN/Inf (it would poison a residual forever); one cheap sum decides the common case."""
+        if np.isfinite(flat.sum(dtype=np.float64)):
+            return
+        for name, arr in self.split(flat).items():
+            if not np.isfinite(arr).all():
+                raise ValueError(f"tensor {name!r} contains NaN or Inf{after}")
+
     def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Views of ``flat`` shaped like the tensors."""
         return {

@@ -1,29 +1,37 @@
 """Pipelines: stages composed in a fixed order, encoded to one self-describing payload.
 
-Order: ``[sparsifier] > [ef] > [quantizer] > [coder]`` (``ef`` may be written anywhere; it applies to the
-whole
-pipeline). The header carries the canonical spec, so ``decode`` needs nothing but the payload.
-Sections, always three: kept indices (empty when dense), quantizer side information, coded symbols.
+Order: ``[sparsifier] > [ef] > [quantizer] > [coder]`` (``ef`` may be written anywhere: it is a stateful
+wrapper around the sparsifier and quantizer, :mod:`.feedback`). The header carries the canonical spec, so
+``decode`` needs nothing but the payload. Sections, always three: kept indices (empty when dense), quantizer side information, coded symbols.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import wire
-from .contract import Encoded, EncodeResult, Properties, Quantizer, Sparsifier, Stage
+from .contract import (
+    Compressed,
+    Encoded,
+    EncodeResult,
+    Lossy,
+    Properties,
+    Quantizer,
+    Sparsifier,
+    Stage,
+    Stateful,
+)
 from .entropy import Entropy, Raw, Zstd
 from .errors import PayloadError
-from .feedback import ErrorFeedback
+from .feedback import ErrorFeedback, Stateless
 from .layout import Layout
 from .quantize import BF16, FP16, QSGD, Identity, Sign, Ternary, Uniform
 from .sparsify import RandK, Threshold, TopK
-from .spec import StageCall, parse_spec
+from .spec import BySpec, StageCall, parse_spec
 from .vq import PQ, KMeans
 
 STAGES: dict[str, type[Stage]] = {
@@ -59,13 +67,43 @@ def make_stage(call: StageCall) -> Stage:
     return cls.from_call(call)
 
 
-class Pipeline:
+class SparseQuantize(Lossy):
+    """The lossy part of a pipeline: an optional sparsifier, then a quantizer."""
+
+    def __init__(self, sparsifier: Sparsifier | None, quantizer: Quantizer) -> None:
+        self.sparsifier = sparsifier
+        self.quantizer = quantizer
+
+    def compress(self, flat: np.ndarray, layout: Layout, seed: int) -> Compressed:
+        sp, q = self.sparsifier, self.quantizer
+        nonzero = bool(sp and sp.nonzero)
+        n = layout.total
+        if sp is not None:
+            idx = sp.select(flat, layout, seed)
+            values = flat[idx]
+            factor = sp.value_scale(n, idx.size)
+            if factor != 1.0:
+                values *= np.float32(factor)
+            index_sec = sp.encode_index(idx, n, seed)
+        else:
+            idx, values, index_sec = None, flat, Encoded(b"", 0)
+        starts = layout.group_starts(q.grouping, idx, values.size)
+        symbols, side = q.encode(values, starts, np.random.default_rng([seed, 0x51]), nonzero)
+        return Compressed(idx, values, starts, symbols, side, index_sec, nonzero)
+
+    def reconstruct(self, c: Compressed) -> np.ndarray:
+        return self.quantizer.decode(c.symbols, c.side, c.starts, c.nonzero)[: c.values.size]
+
+
+class Pipeline(BySpec):
     """A composed codec. Build with :meth:`parse` or :meth:`from_toml`; equal pipelines have equal specs."""
+
+    family = "pipeline"
 
     def __init__(
         self,
         sparsifier: Sparsifier | None = None,
-        feedback: ErrorFeedback | None = None,
+        feedback: Stateful | None = None,
         quantizer: Quantizer | None = None,
         coder: Stage | None = None,
     ) -> None:
@@ -73,6 +111,8 @@ class Pipeline:
         self.feedback = feedback
         self.quantizer = quantizer or Identity()
         self.coder = coder or Raw()
+        self._lossy = SparseQuantize(sparsifier, self.quantizer)
+        self._stateful: Stateful = feedback or Stateless()
 
     # ------------------------------------------------------------ construction
 
@@ -155,15 +195,6 @@ class Pipeline:
         """True when the payload is raw fp32 (no sparsifier, quantizer, coder or error feedback)."""
         return not self.stages
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Pipeline) and other.spec == self.spec
-
-    def __hash__(self) -> int:
-        return hash(self.spec)
-
-    def __repr__(self) -> str:
-        return f"Pipeline({self.spec!r})"
-
     # ------------------------------------------------------------ encode
 
     def encode(
@@ -174,73 +205,33 @@ class Pipeline:
     ) -> EncodeResult:
         """Compress ``tensors`` (+ the error-feedback ``state`` when the pipeline has ``ef``).
 
-        Returns the payload, the new residual (``None`` without ``ef``) and the byte accounting.
+        Returns the payload, the new state (``None`` without a stateful stage) and the byte accounting.
         """
         if not isinstance(seed, int | np.integer) or not 0 <= int(seed) <= _MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
-        seed = int(seed)
         layout = Layout.of(tensors)
-        n = layout.total
-        residual = None
-        if self.feedback is not None and state is not None:
-            if set(state) != set(tensors):
-                raise ValueError(f"state names {sorted(state)} differ from tensor names {sorted(tensors)}")
-            residual = state
-        flat = layout.flatten(tensors, residual, self.feedback.decay if self.feedback else 1.0)
-        _check_finite(flat, layout)
-
-        st = self._quantize(flat, layout, seed)
-        q = self.quantizer
-        value_sec = self.coder.encode(st.symbols, q.symbol_bits(st.nonzero))
+        st, new_state = self._stateful.encode(self._lossy, tensors, layout, state, int(seed))
+        value_sec = self.coder.encode(st.symbols, self.quantizer.symbol_bits(st.nonzero))
         index_sec, side = st.index, st.side
         lengths = (len(index_sec.data), len(side), len(value_sec.data))
         payload, _ = wire.pack(
-            wire.Header(self.spec, seed, layout.infos, lengths), [index_sec.data, side, value_sec.data]
+            wire.Header(self.spec, int(seed), layout.infos, lengths), [index_sec.data, side, value_sec.data]
         )
-
-        new_state = None
-        if self.feedback is not None:
-            recon = q.decode(st.symbols, side, st.starts, st.nonzero)[: st.values.size]
-            if st.idx is None:
-                np.subtract(flat, recon, out=flat)
-            else:
-                flat[st.idx] -= recon
-            new_state = layout.split(flat)
         coded = index_sec.coded + value_sec.coded
         return EncodeResult(
             payload=payload,
             state=new_state,
-            raw_bytes=4 * n,
+            raw_bytes=4 * layout.total,
             metadata_bytes=len(payload) - coded,
             value_bytes=value_sec.coded,
             index_bytes=index_sec.coded,
         )
 
-    def _quantize(self, flat: np.ndarray, layout: Layout, seed: int) -> _Quantized:
-        sp, q = self.sparsifier, self.quantizer
-        nonzero = bool(sp and sp.nonzero)
-        n = layout.total
-        if sp is not None:
-            idx = sp.select(flat, layout, seed)
-            values = flat[idx]
-            factor = sp.value_scale(n, idx.size)
-            if factor != 1.0:
-                values *= np.float32(factor)
-            index_sec = sp.encode_index(idx, n, seed)
-        else:
-            idx, values, index_sec = None, flat, Encoded(b"", 0)
-        starts = layout.group_starts(q.grouping, idx, values.size)
-        symbols, side = q.encode(values, starts, np.random.default_rng([seed, 0x51]), nonzero)
-        return _Quantized(idx, values, starts, symbols, side, index_sec, nonzero)
-
     def symbols(
         self, tensors: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray] | None = None, seed: int = 0
     ) -> tuple[np.ndarray, int]:
         """The integer symbols the coder would see and their bit width (for diagnostics and benchmarks)."""
-        layout = Layout.of(tensors)
-        decay = self.feedback.decay if self.feedback else 1.0
-        flat = layout.flatten(tensors, state if self.feedback else None, decay)
-        st = self._quantize(flat, layout, int(seed))
+        st, _ = self._stateful.encode(self._lossy, tensors, Layout.of(tensors), state, int(seed))
         return st.symbols, self.quantizer.symbol_bits(st.nonzero)
 
     # ------------------------------------------------------------ decode
@@ -275,47 +266,6 @@ class Pipeline:
         return layout.split(flat)
 
 
-@dataclass
-class _Quantized:
-    """Intermediate results of one encode, shared by the coder and the error-feedback update."""
-
-    idx: np.ndarray | None
-    values: np.ndarray
-    starts: np.ndarray
-    symbols: np.ndarray
-    side: bytes
-    index: Encoded
-    nonzero: bool
-
-
-def _check_finite(flat: np.ndarray, layout: Layout) -> None:
-    """Reject NaN/Inf input (it would poison the residual forever); one cheap sum decides the common case."""
-    if np.isfinite(flat.sum(dtype=np.float64)):
-        return
-    for name, arr in layout.split(flat).items():
-        if not np.isfinite(arr).all():
-            raise ValueError(
-                f"tensor {name!r} contains NaN or Inf (after adding the error-feedback residual)"
-            )
-
-
-def _check_expected(infos: tuple[wire.TensorInfo, ...], expected: Mapping[str, tuple] | None) -> None:
-    if expected is None:
-        return
-    got = {t.name: t for t in infos}
-    if set(got) != set(expected):
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        raise PayloadError(f"tensor names disagree with the model: missing {missing}, unexpected {extra}")
-    for name, (shape, dtype) in expected.items():
-        t = got[name]
-        if tuple(int(d) for d in shape) != t.shape:
-            raise PayloadError(f"tensor {name!r}: payload shape {t.shape}, model expects {tuple(shape)}")
-        want = dtype if dtype == "bfloat16" else str(np.dtype(dtype))
-        if want != t.dtype:
-            raise PayloadError(f"tensor {name!r}: payload dtype {t.dtype}, model expects {want}")
-
-
 def decode(
     payload: bytes | bytearray | memoryview,
     expected: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
@@ -323,16 +273,18 @@ def decode(
 ) -> dict[str, np.ndarray]:
     """Decode any payload to float32 tensors, validating everything before allocating.
 
-    ``expected`` maps name -> (shape, dtype) of the model; ``max_output_bytes`` bounds the decoded
-    float32 size
-    (default 4 GiB). Raises :class:`PayloadError` with the reason on any malformed or hostile payload.
+    ``expected`` maps name -> (shape, dtype) of the model: with it, the work and memory spent on a payload
+    are bounded by the model, not by what the payload declares. ``max_output_bytes`` bounds the decoded
+    float32 size (default 4 GiB). Raises :class:`PayloadError` (a short reason) on any malformed or hostile
+    payload, and nothing else.
     """
-    header, sections = wire.unpack(payload)
+    header, sections = wire.unpack(payload, expected)
     try:
         pipe = Pipeline.parse(header.spec)
     except ValueError as exc:
-        raise PayloadError(f"payload names an unknown or invalid codec: {exc}") from exc
-    _check_expected(header.tensors, expected)
+        raise PayloadError(f"payload names an unknown or invalid codec: {str(exc)[:160]}") from None
+    if expected is not None and len(header.tensors) != len(expected):  # wire.unpack checked each entry
+        raise PayloadError("tensor names disagree with the model")
     bound = DEFAULT_MAX_OUTPUT_BYTES if max_output_bytes is None else int(max_output_bytes)
     total = sum(t.size for t in header.tensors)
     if 4 * total > bound:
@@ -345,4 +297,4 @@ def decode(
     except PayloadError:
         raise
     except (ValueError, IndexError, OverflowError, struct.error) as exc:
-        raise PayloadError(f"malformed payload: {exc}") from exc
+        raise PayloadError(f"malformed payload: {type(exc).__name__}: {str(exc)[:160]}") from exc

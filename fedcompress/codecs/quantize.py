@@ -22,8 +22,8 @@ import numpy as np
 from . import bitpack
 from .contract import LOSSLESS, Properties, Quantizer
 from .errors import PayloadError
-from .layout import group_lengths
-from .spec import Args, NoArgs, StageCall, format_call
+from .layout import Grouping, group_lengths
+from .spec import Flag, Int
 from .wire import floats
 
 _CHUNK = 1 << 18
@@ -172,6 +172,8 @@ def mid_encode(
 
 
 def mid_decode(sym: np.ndarray, starts: np.ndarray, scale: np.ndarray, levels: int) -> np.ndarray:
+    if sym.size and int(sym.max()) > 2 * levels:
+        raise PayloadError(f"symbol {int(sym.max())} outside the grid of {2 * levels + 1} levels")
     out = np.empty(sym.size, np.float32)
     shift = (-scale * np.float32(levels)).astype(np.float32)
 
@@ -209,11 +211,10 @@ def sign_decode(sym: np.ndarray, starts: np.ndarray, mag: np.ndarray) -> np.ndar
 # ---------------------------------------------------------------- stages
 
 
-class Identity(NoArgs, Quantizer):
+class Identity(Quantizer):
     """Raw fp32 bits: lossless."""
 
     name = "identity"
-    usage = "identity"
     grouping = "global"
 
     @property
@@ -232,7 +233,7 @@ class Identity(NoArgs, Quantizer):
         return symbols.astype(np.uint32, copy=False).view(np.float32)
 
 
-class _Fixed(NoArgs, Quantizer):
+class _Fixed(Quantizer):
     """A quantizer without arguments: deterministic, biased, its spec is its name."""
 
     @property
@@ -260,7 +261,7 @@ class _Cast16(_Fixed):
 class FP16(_Cast16):
     """IEEE half precision (values clipped to +-65504 so nothing becomes Inf)."""
 
-    name = usage = "fp16"
+    name = "fp16"
     _MAX = 65504.0
 
     @staticmethod
@@ -275,7 +276,7 @@ class FP16(_Cast16):
 class BF16(_Cast16):
     """bfloat16 (fp32's exponent, 8-bit mantissa), round to nearest even."""
 
-    name = usage = "bf16"
+    name = "bf16"
     _MAX = float(np.array([0x7F7F0000], np.uint32).view(np.float32)[0])
 
     @staticmethod
@@ -294,38 +295,24 @@ class Uniform(Quantizer):
     group."""
 
     name = "uniform"
-    usage = "uniform(bits[, stochastic][, block=N | per_channel]) with bits in 1..16, N in 2..16777216"
+    args = (
+        Int("bits", 1, 16),
+        Flag("stochastic"),
+        Flag("per_channel"),
+        Int("block", 2, 1 << 24, None, keyword_only=True),
+    )
+    bits: int
+    stochastic: bool
+    per_channel: bool
+    block: int | None
 
-    def __init__(
-        self, bits: int, stochastic: bool = False, block: int | None = None, per_channel: bool = False
-    ):
-        if block is not None and per_channel:
-            raise ValueError(f"uniform: block=N and per_channel exclude each other; usage: {self.usage}")
-        self.bits = bits
-        self.stochastic = stochastic
-        self.block = block
-        self.per_channel = per_channel
-        self.grouping = ("block", block) if block else "channel" if per_channel else "tensor"
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Uniform:
-        a = Args(call, cls.usage)
-        bits = a.take_int("bits", 1, 16, key="bits")
-        flags = a.take_flags({"stochastic", "per_channel"})
-        block = a.take_kw_int("block", 2, 1 << 24)
-        a.done()
-        if block is not None and "per_channel" in flags:
-            raise a.fail("block=N and per_channel exclude each other")
-        return cls(bits, "stochastic" in flags, block, "per_channel" in flags)
+    def validate(self) -> None:
+        if self.block is not None and self.per_channel:
+            raise self.fail("block=N and per_channel exclude each other")
 
     @property
-    def spec(self) -> str:
-        args: list = [self.bits]
-        if self.stochastic:
-            args.append("stochastic")
-        if self.per_channel:
-            args.append("per_channel")
-        return format_call(self.name, args, {"block": self.block} if self.block else None)
+    def grouping(self) -> Grouping:
+        return ("block", self.block) if self.block else "channel" if self.per_channel else "tensor"
 
     @property
     def properties(self) -> Properties:
@@ -397,21 +384,8 @@ class QSGD(Quantizer):
     """``qsgd(levels)``: stochastic rounding of ``v / ||v||_2 * levels`` per tensor; unbiased."""
 
     name = "qsgd"
-    usage = "qsgd(levels) with levels in 1..32767"
-
-    def __init__(self, levels: int) -> None:
-        self.levels = levels
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> QSGD:
-        a = Args(call, cls.usage)
-        levels = a.take_int("levels", 1, 32767, key="levels")
-        a.done()
-        return cls(levels)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.levels])
+    args = (Int("levels", 1, 32767),)
+    levels: int
 
     @property
     def properties(self) -> Properties:
@@ -440,21 +414,8 @@ class Ternary(Quantizer):
     """
 
     name = "ternary"
-    usage = "ternary[(stochastic)]"
-
-    def __init__(self, stochastic: bool = False) -> None:
-        self.stochastic = stochastic
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Ternary:
-        a = Args(call, cls.usage)
-        flags = a.take_flags({"stochastic"})
-        a.done()
-        return cls("stochastic" in flags)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, ["stochastic"] if self.stochastic else [])
+    args = (Flag("stochastic"),)
+    stochastic: bool
 
     @property
     def properties(self) -> Properties:
@@ -492,7 +453,6 @@ class Sign(_Fixed):
     """``sign``: 1 bit per value, magnitude mean|v| per tensor (scaled signSGD; use with ``ef``)."""
 
     name = "sign"
-    usage = "sign"
 
     def symbol_bits(self, nonzero: bool) -> int:
         return 1

@@ -16,7 +16,7 @@ from . import indices
 from .contract import Encoded, Properties, Sparsifier
 from .errors import PayloadError
 from .layout import Layout
-from .spec import Args, StageCall, format_call
+from .spec import Flag, Float
 
 _CHUNK = 1 << 18
 _EXACT_BELOW = 1 << 17
@@ -66,32 +66,17 @@ def topk_positions(x: np.ndarray, k: int) -> np.ndarray:
     return sel
 
 
-def _frac(a: Args) -> float:
-    return a.take_float("frac", 0.0, 1.0, lo_open=True, key="frac")
+FRAC = Float("frac", 0.0, 1.0, lo_open=True)
 
 
 class TopK(Sparsifier):
     """Largest magnitudes, whole model (default) or per tensor."""
 
     name = "topk"
-    usage = "topk(frac[, per_layer]) with frac in (0, 1]"
+    args = (FRAC, Flag("per_layer"))
     nonzero = True
-
-    def __init__(self, frac: float, per_layer: bool = False) -> None:
-        self.frac = float(frac)
-        self.per_layer = per_layer
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> TopK:
-        a = Args(call, cls.usage)
-        frac = _frac(a)
-        flags = a.take_flags({"per_layer"})
-        a.done()
-        return cls(frac, "per_layer" in flags)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.frac, *(["per_layer"] if self.per_layer else [])])
+    frac: float
+    per_layer: bool
 
     @property
     def properties(self) -> Properties:
@@ -119,22 +104,9 @@ class Threshold(Sparsifier):
     """Every value with ``|x| >= t``: the count adapts to the update."""
 
     name = "threshold"
-    usage = "threshold(t) with t >= 0"
+    args = (Float("t", 0.0, math.inf),)
     nonzero = True
-
-    def __init__(self, t: float) -> None:
-        self.t = float(t)
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> Threshold:
-        a = Args(call, cls.usage)
-        t = a.take_float("t", 0.0, math.inf, key="t")
-        a.done()
-        return cls(t)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.t])
+    t: float
 
     @property
     def properties(self) -> Properties:
@@ -155,22 +127,9 @@ class RandK(Sparsifier):
     the seed."""
 
     name = "randk"
-    usage = "randk(frac) with frac in (0, 1]"
+    args = (FRAC,)
     _COUNT = struct.Struct("<Q")
-
-    def __init__(self, frac: float) -> None:
-        self.frac = float(frac)
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> RandK:
-        a = Args(call, cls.usage)
-        frac = _frac(a)
-        a.done()
-        return cls(frac)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.frac])
+    frac: float
 
     @property
     def properties(self) -> Properties:

@@ -1,15 +1,19 @@
 """Spec strings: ``"topk(0.01) > ef > uniform(4, stochastic) > entropy"`` parsed into stage calls.
 
-Parsing is separate from the stages so that every stage validates its own arguments with one helper
-(:class:`Args`) and every error names the stage and what it allows.
+Parsing is separate from the stages. A stage declares its arguments once (:class:`Arg`: ``Int``, ``Float``,
+``Flag``); from that declaration come parsing a :class:`StageCall`, validation, the canonical spec text and
+the usage line, and every error names the stage, the argument and what it allows.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 Value = int | float | str | bool
 
@@ -80,6 +84,22 @@ def parse_spec(text: str) -> list[StageCall]:
     return [parse_stage(part) for part in text.split(">")]
 
 
+class BySpec:
+    """Equal, hashed and shown by the canonical spec (stages and pipelines alike)."""
+
+    spec: str
+    family: str = ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BySpec) and other.family == self.family and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+
 def format_value(value: Value) -> str:
     """Canonical text for an argument (``repr`` of floats round-trips exactly)."""
     if isinstance(value, bool):
@@ -96,111 +116,173 @@ def format_call(name: str, args: Iterable[Value] = (), kwargs: dict[str, Value] 
     return f"{name}({', '.join(parts)})" if parts else name
 
 
-class Args:
-    """Reads and validates one stage's arguments; every error names the stage and its usage line."""
-
-    def __init__(self, call: StageCall, usage: str) -> None:
-        self.call = call
-        self.usage = usage
-        self._pos = list(call.args)
-        self._kw = dict(call.kwargs)
-
-    def fail(self, message: str) -> ValueError:
-        return ValueError(f"{self.call.name}: {message}; usage: {self.usage}")
-
-    def _number(self, value: Value, what: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(f"{what} must be a number, got {value!r}")
-        return value
-
-    def take_int(
-        self, what: str, lo: int, hi: int, default: int | None = None, key: str | None = None
-    ) -> int:
-        """An integer in ``[lo, hi]``: next positional argument, or ``key=`` if given."""
-        value = self._take(what, default, key)
-        number = self._number(value, what)
-        if isinstance(number, float):
-            if not number.is_integer():
-                raise self.fail(f"{what} must be an integer in {lo}..{hi}, got {value!r}")
-            number = int(number)
-        if not lo <= number <= hi:
-            raise self.fail(f"{what} must be an integer in {lo}..{hi}, got {value!r}")
-        return int(number)
-
-    def take_float(
-        self,
-        what: str,
-        lo: float,
-        hi: float,
-        *,
-        lo_open: bool = False,
-        default: float | None = None,
-        key: str | None = None,
-    ) -> float:
-        """A float in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``)."""
-        value = self._take(what, default, key)
-        number = float(self._number(value, what))
-        ok = (lo < number if lo_open else lo <= number) and number <= hi
-        if not ok:
-            interval = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-            raise self.fail(f"{what} must be in {interval}, got {value!r}")
-        return number
-
-    def _take(self, what: str, default: Value | None, key: str | None) -> Value:
-        if key is not None and key in self._kw:
-            return self._kw.pop(key)
-        if self._pos and not isinstance(self._pos[0], str):
-            return self._pos.pop(0)
-        if default is not None:
-            return default
-        raise self.fail(f"missing {what}")
-
-    def take_flags(self, allowed: Iterable[str]) -> set[str]:
-        """Bare words among ``allowed`` (also accepted as ``word=true``)."""
-        allowed = set(allowed)
-        flags: set[str] = set()
-        rest: list[Value] = []
-        for value in self._pos:
-            if isinstance(value, str):
-                if value.lower() not in allowed:
-                    raise self.fail(
-                        f"unknown option {value!r} (allowed: {', '.join(sorted(allowed)) or 'none'})"
-                    )
-                flags.add(value.lower())
-            else:
-                rest.append(value)
-        self._pos = rest
-        for key in list(self._kw):
-            if key in allowed and isinstance(self._kw[key], bool) and self._kw.pop(key):
-                flags.add(key)
-        return flags
-
-    def take_kw_int(self, key: str, lo: int, hi: int) -> int | None:
-        """An optional ``key=N`` integer in ``[lo, hi]``."""
-        if key not in self._kw:
-            return None
-        return self.take_int(key, lo, hi, key=key)
-
-    def done(self) -> None:
-        """Fail on anything left over."""
-        if self._pos:
-            raise self.fail(f"unexpected argument(s) {', '.join(format_value(v) for v in self._pos)}")
-        if self._kw:
-            raise self.fail(f"unknown keyword(s) {', '.join(sorted(self._kw))}")
+REQUIRED: Any = object()  # marks an argument without a default
 
 
-class NoArgs:
-    """Mixin for a stage without arguments (``fp16``, ``entropy``...): parsing checks none were given, and the
-    canonical spec is the bare name."""
+@dataclass(frozen=True)
+class Arg:
+    """One declared stage argument: its name, type, range and default.
+
+    ``kind`` is ``"int"``, ``"float"`` or ``"flag"`` (a bare word, or ``word=true``). Value arguments are
+    positional in declaration order (or ``name=value``); ``keyword_only`` ones are written ``name=value`` only.
+    The canonical spec writes every value that differs from its default (required ones always).
+    """
 
     name: str
-    usage: str
-
-    @classmethod
-    def from_call(cls, call: StageCall):  # noqa: ANN206 - returns an instance of the concrete stage
-        Args(call, cls.usage).done()
-        return cls()
+    kind: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    default: Any = REQUIRED
+    keyword_only: bool = False
 
     @property
-    def spec(self) -> str:
-        return self.name
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def allowed(self) -> str:
+        """The allowed values in words: ``1..16``, ``(0.0, 1.0]``, ``true or false``."""
+        if self.kind == "int":
+            return f"{self.lo}..{self.hi}"
+        if self.kind == "float":
+            return f"{'(' if self.lo_open else '['}{float(self.lo)}, {float(self.hi)}]"
+        return "true or false"
+
+    def check(self, value: Any, fail: Callable[[str], ValueError]) -> Value | None:
+        """The validated, normalised value (int, float or bool); ``fail`` builds the error to raise."""
+        if self.kind == "flag":
+            if not isinstance(value, bool | np.bool_):
+                raise fail(f"{self.name} must be true or false, got {_short(value)}")
+            return bool(value)
+        if value is None and self.default is None:
+            return None
+        if isinstance(value, bool | np.bool_) or not isinstance(
+            value, int | float | np.integer | np.floating
+        ):
+            raise fail(f"{self.name} must be a number, got {_short(value)}")
+        if self.kind == "int":
+            if isinstance(value, float | np.floating) and not float(value).is_integer():
+                raise fail(f"{self.name} must be an integer in {self.allowed}, got {_short(value)}")
+            number = int(value)
+            if not self.lo <= number <= self.hi:
+                raise fail(f"{self.name} must be an integer in {self.allowed}, got {_short(value)}")
+            return number
+        number = float(value)
+        if not ((self.lo < number if self.lo_open else self.lo <= number) and number <= self.hi):
+            raise fail(f"{self.name} must be in {self.allowed}, got {_short(value)}")
+        return number
+
+
+def Int(name: str, lo: int, hi: int, default: Any = REQUIRED, *, keyword_only: bool = False) -> Arg:  # noqa: N802
+    """An integer argument in ``lo..hi``."""
+    return Arg(name, "int", lo, hi, default=default, keyword_only=keyword_only)
+
+
+def Float(name: str, lo: float, hi: float, default: Any = REQUIRED, *, lo_open: bool = False) -> Arg:  # noqa: N802
+    """A float argument in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``)."""
+    return Arg(name, "float", lo, hi, lo_open, default)
+
+
+def Flag(name: str) -> Arg:  # noqa: N802
+    """An option word, off by default."""
+    return Arg(name, "flag", default=False)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def usage(name: str, args: Sequence[Arg]) -> str:
+    """One line: ``uniform(bits[, stochastic][, per_channel][, block=N]) with bits in 1..16, ...``."""
+    parts = []
+    for a in args:
+        word = a.name if a.kind == "flag" else f"{a.name}=N" if a.keyword_only else a.name
+        parts.append(word if a.required else f"[{word}]")
+    call = name
+    if parts:
+        call += "(" + ", ".join(parts).replace(", [", "[, ") + ")"
+        if call.startswith(f"{name}(["):
+            call = f"{name}[(" + call[len(name) + 2 :].replace("])", ")]", 1)
+    ranges = [f"{a.name} in {a.allowed}" for a in args if a.kind != "flag"]
+    return call + (" with " + ", ".join(ranges) if ranges else "")
+
+
+def bind_call(name: str, args: Sequence[Arg], call: StageCall, fail: Callable[[str], ValueError]) -> dict:
+    """Map a parsed call onto declared arguments: value arguments in order (positional numbers or
+    ``name=``), then option words (bare or ``word=true``), then keyword-only ones; anything left over fails."""
+    pos = list(call.args)
+    kw = dict(call.kwargs)
+    out: dict[str, Any] = {}
+    for a in args:
+        if a.kind == "flag" or a.keyword_only:
+            continue
+        if a.name in kw:
+            out[a.name] = kw.pop(a.name)
+        elif pos and not isinstance(pos[0], str):
+            out[a.name] = pos.pop(0)
+        elif a.required:
+            raise fail(f"missing {a.name}")
+    flags = {a.name for a in args if a.kind == "flag"}
+    rest: list[Value] = []
+    for value in pos:
+        if not isinstance(value, str):
+            rest.append(value)
+        elif value.lower() in flags:
+            out[value.lower()] = True
+        else:
+            allowed = ", ".join(sorted(flags)) or "none"
+            raise fail(f"unknown option {_short(value)} (allowed: {allowed})")
+    for a in args:
+        if (a.kind == "flag" or a.keyword_only) and a.name in kw:
+            out[a.name] = kw.pop(a.name)
+    if rest:
+        raise fail(f"unexpected argument(s) {', '.join(format_value(v) for v in rest)}")
+    if kw:
+        raise fail(f"unknown keyword(s) {', '.join(sorted(kw))}")
+    return out
+
+
+def bind_values(
+    name: str, args: Sequence[Arg], given: tuple, named: dict, fail: Callable[[str], ValueError]
+) -> dict[str, Any]:
+    """Python-call binding (positional in declaration order, then by name), defaults filled in, every value
+    checked."""
+    if len(given) > len(args):
+        raise fail(f"takes at most {len(args)} argument(s), got {len(given)}")
+    values = dict(zip((a.name for a in args), given, strict=False))
+    for key, value in named.items():
+        if key in values:
+            raise fail(f"{key} given twice")
+        values[key] = value
+    unknown = set(values) - {a.name for a in args}
+    if unknown:
+        raise fail(f"unknown keyword(s) {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for a in args:
+        if a.name in values:
+            out[a.name] = a.check(values[a.name], fail)
+        elif a.required:
+            raise fail(f"missing {a.name}")
+        else:
+            out[a.name] = a.default
+    return out
+
+
+def format_args(name: str, args: Sequence[Arg], values: dict[str, Any]) -> str:
+    """Canonical ``name(v1, v2, flag, key=v)``: values equal to their default are left out."""
+    positional: list[Value] = []
+    flags: list[Value] = []
+    keywords: dict[str, Value] = {}
+    for a in args:
+        value = values[a.name]
+        if not a.required and value == a.default:
+            continue
+        if a.kind == "flag":
+            flags.append(a.name)
+        elif a.keyword_only:
+            keywords[a.name] = value
+        else:
+            positional.append(value)
+    return format_call(name, positional + flags, keywords)

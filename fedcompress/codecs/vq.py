@@ -17,7 +17,7 @@ from . import bitpack
 from .contract import Properties, Quantizer
 from .errors import PayloadError
 from .layout import group_lengths
-from .spec import Args, StageCall, format_call
+from .spec import Int
 from .wire import floats
 
 _SAMPLE = 1 << 16
@@ -50,25 +50,10 @@ def kmeans_1d(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return c.astype(np.float32)
 
 
-class KMeans(Quantizer):
-    """``kmeans(k)``: k non-uniform levels per tensor, fitted to its values."""
+class _Codebook(Quantizer):
+    """A quantizer with a fitted codebook of ``k`` entries: biased, deterministic, ceil(log2 k)-bit symbols."""
 
-    name = "kmeans"
-    usage = "kmeans(k) with k in 2..65536"
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> KMeans:
-        a = Args(call, cls.usage)
-        k = a.take_int("k", 2, 1 << 16, key="k")
-        a.done()
-        return cls(k)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.k])
+    k: int
 
     @property
     def properties(self) -> Properties:
@@ -76,6 +61,13 @@ class KMeans(Quantizer):
 
     def symbol_bits(self, nonzero: bool) -> int:
         return _bits(self.k)
+
+
+class KMeans(_Codebook):
+    """``kmeans(k)``: k non-uniform levels per tensor, fitted to its values."""
+
+    name = "kmeans"
+    args = (Int("k", 2, 1 << 16),)
 
     def encode(self, values, starts, rng, nonzero):
         fit_rng = np.random.default_rng(0)
@@ -101,36 +93,14 @@ class KMeans(Quantizer):
         return books.reshape(-1)[symbols.astype(np.int64) + offsets]
 
 
-class PQ(Quantizer):
+class PQ(_Codebook):
     """``pq(subvec, k)``: vectors of ``subvec`` consecutive values, one codebook of ``k`` centroids for
     the model."""
 
     name = "pq"
-    usage = "pq(subvec, k) with subvec in 1..64, k in 2..4096"
+    args = (Int("subvec", 1, 64), Int("k", 2, 4096))
     grouping = "global"
-
-    def __init__(self, subvec: int, k: int) -> None:
-        self.subvec = subvec
-        self.k = k
-
-    @classmethod
-    def from_call(cls, call: StageCall) -> PQ:
-        a = Args(call, cls.usage)
-        subvec = a.take_int("subvec", 1, 64, key="subvec")
-        k = a.take_int("k", 2, 4096, key="k")
-        a.done()
-        return cls(subvec, k)
-
-    @property
-    def spec(self) -> str:
-        return format_call(self.name, [self.subvec, self.k])
-
-    @property
-    def properties(self) -> Properties:
-        return Properties(lossless=False, unbiased=False, deterministic=True)
-
-    def symbol_bits(self, nonzero: bool) -> int:
-        return _bits(self.k)
+    subvec: int
 
     def symbol_count(self, n: int) -> int:
         return -(-n // self.subvec)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ FLAG_HEADER_ZSTD = 1
 MAX_HEADER_BYTES = 16 << 20
 MAX_NDIM = 32
 MAX_SECTIONS = 16
+MAX_SPEC_BYTES = 1024  # canonical specs are a few dozen characters
 
 DTYPE_CODES: dict[str, int] = {
     "float32": 0,
@@ -116,30 +118,61 @@ class _Reader:
         (n,) = self.unpack("H", what)
         try:
             return self.take(n, what).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PayloadError(f"{what} is not valid UTF-8") from exc
+        except UnicodeDecodeError:
+            raise PayloadError(f"{what} is not valid UTF-8") from None
 
 
-def _decode_header(data: bytes) -> Header:
+Expected = Mapping[str, tuple[tuple[int, ...], str]]
+
+
+def short(text: object, limit: int = 60) -> str:
+    """``repr`` of a payload-controlled value, cut to ``limit`` characters: reasons stay short at the source."""
+    out = repr(text)
+    return out if len(out) <= limit else out[: limit - 4] + "...'"
+
+
+def dtype_name(dtype: object) -> str:
+    """The header's name for a model dtype (``"bfloat16"`` or a numpy dtype)."""
+    return "bfloat16" if dtype == "bfloat16" else str(np.dtype(dtype))
+
+
+def header_bound(expected: Expected) -> int:
+    """The most bytes a header describing exactly the ``expected`` tensors can take."""
+    per_tensor = sum(4 + len(name.encode()) + 8 * len(shape) for name, (shape, _) in expected.items())
+    return 2 + MAX_SPEC_BYTES + 12 + per_tensor + 1 + 8 * MAX_SECTIONS
+
+
+def _decode_header(data: bytes, expected: Expected | None = None) -> Header:
+    """Parse the header; with ``expected``, each tensor is checked against the model as it is read, so a
+    hostile header costs work in proportion to the model, not to what it declares."""
     r = _Reader(data)
     spec = r.text("pipeline spec")
+    if len(spec) > MAX_SPEC_BYTES:
+        raise PayloadError(f"pipeline spec of {len(spec)} characters (at most {MAX_SPEC_BYTES})")
     seed, count = r.unpack("QI", "seed and tensor count")
-    if count > len(data):  # every tensor needs at least 4 header bytes
+    if 4 * count > len(data):  # every tensor needs at least 4 header bytes
         raise PayloadError(f"header declares {count} tensors but has only {len(data)} bytes")
+    if expected is not None and count != len(expected):
+        raise PayloadError(
+            f"tensor names disagree with the model: payload has {count}, model {len(expected)}"
+        )
     tensors = []
     names = set()
     for i in range(count):
         name = r.text(f"name of tensor {i}")
-        code, ndim = r.unpack("BB", f"dtype of tensor {name!r}")
+        code, ndim = r.unpack("BB", f"dtype of tensor {short(name)}")
         if code not in DTYPE_NAMES:
-            raise PayloadError(f"tensor {name!r}: unknown dtype code {code}")
+            raise PayloadError(f"tensor {short(name)}: unknown dtype code {code}")
         if ndim > MAX_NDIM:
-            raise PayloadError(f"tensor {name!r}: {ndim} dimensions (at most {MAX_NDIM})")
-        shape = r.unpack(f"{ndim}Q", f"shape of tensor {name!r}")
+            raise PayloadError(f"tensor {short(name)}: {ndim} dimensions (at most {MAX_NDIM})")
+        shape = tuple(int(d) for d in r.unpack(f"{ndim}Q", f"shape of tensor {short(name)}"))
         if name in names:
-            raise PayloadError(f"tensor name {name!r} appears twice")
+            raise PayloadError(f"tensor name {short(name)} appears twice")
         names.add(name)
-        tensors.append(TensorInfo(name, tuple(int(d) for d in shape), DTYPE_NAMES[code]))
+        info = TensorInfo(name, shape, DTYPE_NAMES[code])
+        if expected is not None:
+            _check_tensor(info, expected)
+        tensors.append(info)
     (nsec,) = r.unpack("B", "section count")
     if nsec > MAX_SECTIONS:
         raise PayloadError(f"{nsec} sections (at most {MAX_SECTIONS})")
@@ -147,6 +180,19 @@ def _decode_header(data: bytes) -> Header:
     if r.pos != len(data):
         raise PayloadError(f"{len(data) - r.pos} unexpected bytes after the header")
     return Header(spec, int(seed), tuple(tensors), tuple(int(n) for n in lengths))
+
+
+def _check_tensor(t: TensorInfo, expected: Expected) -> None:
+    if t.name not in expected:
+        raise PayloadError(f"tensor names disagree with the model: unexpected {short(t.name)}")
+    shape, dtype = expected[t.name]
+    if tuple(int(d) for d in shape) != t.shape:
+        raise PayloadError(
+            f"tensor {short(t.name)}: payload shape {short(t.shape)}, model expects {tuple(shape)}"
+        )
+    want = dtype_name(dtype)
+    if want != t.dtype:
+        raise PayloadError(f"tensor {short(t.name)}: payload dtype {t.dtype}, model expects {want}")
 
 
 def pack(header: Header, sections: list[bytes]) -> tuple[bytes, int]:
@@ -164,8 +210,14 @@ def pack(header: Header, sections: list[bytes]) -> tuple[bytes, int]:
     return prefix + rest, PREFIX_SIZE + len(body)
 
 
-def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, list[memoryview]]:
-    """Check magic, version, length and checksum, then parse the header and slice the sections."""
+def unpack(
+    payload: bytes | bytearray | memoryview, expected: Expected | None = None
+) -> tuple[Header, list[memoryview]]:
+    """Check magic, version, length and checksum, then parse the header and slice the sections.
+
+    With ``expected`` (name -> (shape, dtype) of the model) the header, compressed or not, may not exceed
+    what that model needs (:func:`header_bound`) and every tensor entry is checked as it is read.
+    """
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise PayloadError(f"payload must be bytes, got {type(payload).__name__}")
     view = memoryview(payload).cast("B")
@@ -185,14 +237,13 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, list[memory
         raise PayloadError("checksum mismatch: the payload is corrupted")
     if flags & ~FLAG_HEADER_ZSTD:
         raise PayloadError(f"unknown header flags {flags:#x}")
-    if header_len > min(MAX_HEADER_BYTES, total_len - PREFIX_SIZE):
-        raise PayloadError(
-            f"header length {header_len} exceeds the payload or the {MAX_HEADER_BYTES}-byte bound"
-        )
+    bound = MAX_HEADER_BYTES if expected is None else min(MAX_HEADER_BYTES, header_bound(expected))
+    if header_len > min(bound, total_len - PREFIX_SIZE):
+        raise PayloadError(f"header length {header_len} exceeds the payload or the {bound}-byte bound")
     body = bytes(view[PREFIX_SIZE : PREFIX_SIZE + header_len])
     if flags & FLAG_HEADER_ZSTD:
-        body = _inflate_header(body)
-    header = _decode_header(body)
+        body = _inflate_header(body, bound)
+    header = _decode_header(body, expected)
     start = PREFIX_SIZE + header_len
     if start + sum(header.section_lengths) != total_len:
         raise PayloadError(
@@ -205,27 +256,37 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, list[memory
     return header, sections
 
 
-def _inflate_header(body: bytes) -> bytes:
+def _inflate_header(body: bytes, bound: int) -> bytes:
     if len(body) < 4:
         raise PayloadError("compressed header truncated")
     (raw_len,) = struct.unpack("<I", body[:4])
-    if raw_len > MAX_HEADER_BYTES:
-        raise PayloadError(f"header declares {raw_len} bytes (at most {MAX_HEADER_BYTES})")
+    if raw_len > bound:
+        raise PayloadError(f"header declares {raw_len} bytes (at most {bound} for this model)")
     return zstd_decompress(body[4:], raw_len, "header")
 
 
 def zstd_decompress(data: bytes | memoryview, expected: int, what: str) -> bytes:
-    """Decompress exactly ``expected`` bytes; the frame's declared size is checked before any allocation."""
+    """Decompress one zstd frame of exactly ``expected`` bytes and nothing after it.
+
+    The frame's declared size is checked before anything is allocated; streaming decompression then stops
+    with an error as soon as a block would exceed it (at most one 128 KiB block past ``expected``), and any
+    byte after the frame (a second frame, padding, smuggled data) is rejected.
+    """
     try:
         declared = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:
-        raise PayloadError(f"{what}: not a zstd frame ({exc})") from exc
+        raise PayloadError(f"{what}: not a zstd frame ({str(exc)[:80]})") from exc
     if declared != expected:
         raise PayloadError(f"{what}: zstd frame declares {declared} bytes, expected {expected}")
+    dobj = zstandard.ZstdDecompressor().decompressobj(write_size=max(expected, 1))  # one output chunk
     try:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
+        out = dobj.decompress(data)
     except zstandard.ZstdError as exc:
-        raise PayloadError(f"{what}: zstd data is corrupted ({exc})") from exc
+        raise PayloadError(f"{what}: zstd data is corrupted ({str(exc)[:80]})") from exc
+    if not dobj.eof:
+        raise PayloadError(f"{what}: zstd frame truncated")
+    if dobj.unused_data:
+        raise PayloadError(f"{what}: {len(dobj.unused_data)} bytes after the zstd frame")
     if len(out) != expected:
         raise PayloadError(f"{what}: zstd produced {len(out)} bytes, expected {expected}")
     return out

@@ -120,3 +120,45 @@ def test_every_registered_stage_parses_from_its_usage_name() -> None:
     for name in STAGES:
         spec = examples.get(name, name)
         assert name in Pipeline.parse(spec).spec or spec in ("identity", "raw")
+
+
+def test_declared_arguments_drive_construction_spec_equality_and_repr() -> None:
+    from fedcompress.codecs.entropy import Zstd
+    from fedcompress.codecs.quantize import Uniform
+    from fedcompress.codecs.sparsify import TopK
+
+    assert TopK(0.5) == TopK(frac=0.5) == Pipeline.parse("topk(0.5)").sparsifier
+    assert TopK(1).spec == "topk(1.0)" and TopK(0.1, True).spec == "topk(0.1, per_layer)"
+    assert Uniform(4, block=64).spec == "uniform(4, block=64)" and Uniform(4, block=64).grouping == (
+        "block",
+        64,
+    )
+    assert repr(Zstd()) == "Zstd('zstd')" and Zstd(level=3) == Zstd() and Zstd(5) != Zstd()
+    assert repr(Pipeline.parse("zstd")) == "Pipeline('zstd')" and Pipeline.parse("zstd") != Zstd()
+    assert hash(Uniform(4, stochastic=True)) == hash(Pipeline.parse("uniform(4, stochastic)").quantizer)
+    for make, words in [
+        (lambda: TopK(2.0), ["topk", "frac", "(0.0, 1.0]"]),
+        (lambda: TopK(), ["topk", "missing frac"]),
+        (lambda: TopK(0.1, per_layer=1), ["topk", "per_layer", "true or false"]),
+        (lambda: Uniform(4, bogus=1), ["uniform", "unknown keyword", "bogus"]),
+        (lambda: Uniform("4"), ["uniform", "bits", "number"]),
+        (lambda: Zstd(1, 2), ["zstd", "at most 1"]),
+    ]:
+        with pytest.raises(ValueError) as info:
+            make()
+        for word in words:
+            assert word in str(info.value), (word, str(info.value))
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_usage_is_generated_from_the_declaration(name: str) -> None:
+    cls = STAGES[name]
+    assert cls.usage.startswith(name)
+    for arg in cls.args:
+        assert arg.name in cls.usage
+
+
+def test_long_hostile_arguments_give_short_errors() -> None:
+    with pytest.raises(ValueError) as info:
+        Pipeline.parse(f"uniform(4, {'x' * 5000})")
+    assert len(str(info.value)) < 300
