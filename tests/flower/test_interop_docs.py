@@ -7,22 +7,28 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "interop.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = (ROOT / "docs" / "interop.md", ROOT / "README.md")
+BLOCKS = [
+    (doc.name, block)
+    for doc in DOCS
+    for block in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+]
 
 
 def test_doc_has_server_and_client_blocks() -> None:
     assert (
-        len(BLOCKS) >= 2
-        and any("FedCompress(" in b for b in BLOCKS)
-        and any("compression_mod" in b for b in BLOCKS)
+        len(BLOCKS) >= 5
+        and any("FedCompress(" in b for _, b in BLOCKS)
+        and any("compression_mod" in b for _, b in BLOCKS)
     )
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_doc_block_runs(index: int) -> None:
     namespace: dict = {}
-    exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec"), namespace)  # noqa: S102 - our own doc
+    name, block = BLOCKS[index]
+    exec(compile(block, f"{name}[{index}]", "exec"), namespace)  # noqa: S102 - our own docs
     if "strategy" in namespace:  # the server block builds a working wrapper
         assert namespace["strategy"].clients_per_round == 2
     if "app" in namespace:  # the client block registers the capability query and a train function
