@@ -123,7 +123,7 @@ class Compression(Strategy):
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         if self.spec is None:
             self.spec = record_spec(arrays)
-        self._coded = {k: (s, "float32") for k, (s, d) in self.spec.items() if is_coded(s, d)}
+        self._coded = {k: (s, "float32") for k, (s, d) in self.spec.items() if is_coded(k, s, d)}
         global_np = self._model_arrays(arrays) if self.tracks_models or self.plain else None
         model_record = self._in_model_dtypes(arrays, global_np)
         self.received.clear()

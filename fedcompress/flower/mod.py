@@ -114,7 +114,7 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None,
         base = _base_model(context, config, initial_model)
         if arrays_digest(base) != str(config.get(BASE_DIGEST, "")):
             raise RuntimeError("downlink base model digest differs from the server's: cannot apply the delta")
-        coded = {k: (v.shape, "float32") for k, v in base.items() if is_coded(v.shape, str(v.dtype))}
+        coded = {k: (v.shape, "float32") for k, v in base.items() if is_coded(k, v.shape, str(v.dtype))}
         delta = decode(
             payload, expected=coded, max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in coded.values())
         )
@@ -143,7 +143,7 @@ def _base_model(context: Context, config: ConfigRecord, initial_model: InitialMo
             (
                 k,
                 np.asarray(v, dtype=np.float32)
-                if is_coded(np.shape(v), str(np.asarray(v).dtype))
+                if is_coded(k, np.shape(v), str(np.asarray(v).dtype))
                 else np.asarray(v),
             )
             for k, v in initial_model(context, config).items()
@@ -164,7 +164,7 @@ def _encode_reply(reply: Message, context: Context, spec: str, received: Arrays,
         raise RuntimeError(
             f"the reply's tensors {sorted(local)} differ from the model received {sorted(received)}"
         )
-    coded = [k for k, v in received.items() if is_coded(v.shape, str(v.dtype))]
+    coded = [k for k, v in received.items() if is_coded(k, v.shape, str(v.dtype))]
     delta = OrderedDict((k, _f32(local[k]) - _f32(received[k])) for k in coded)
     state = record_to_numpy(context.state[RESIDUAL]) if RESIDUAL in context.state else None
     res = Pipeline.parse(spec).encode(delta, state=state, seed=seed)

@@ -68,9 +68,17 @@ def record_spec(record: ArrayRecord) -> Spec:
     }
 
 
-def is_coded(shape: tuple[int, ...], dtype: str) -> bool:
-    """Whether a tensor goes through the codecs: floats with at least one dimension. Integer and bool buffers
-    and 0-d tensors travel exactly, as plain arrays beside the payload (they are few bytes)."""
+EXACT_SUFFIXES = ("running_mean", "running_var")  # normalization statistics, not learned weights
+
+
+def is_coded(name: str, shape: tuple[int, ...], dtype: str) -> bool:
+    """Whether a tensor goes through the codecs: float weights with at least one dimension.
+
+    Integer and bool buffers, 0-d tensors and BatchNorm's running statistics travel exactly, as plain arrays
+    beside the payload: they are few bytes, and a lossy running variance can turn negative and wreck the model.
+    """
+    if name.endswith(EXACT_SUFFIXES):
+        return False
     return len(shape) > 0 and (dtype == BF16 or np.dtype(dtype).kind == "f")
 
 

@@ -94,6 +94,7 @@ def _client(name: str, seen: list[dict]) -> ClientApp:
                 p.add_(0.01 * torch.randn(p.shape, generator=g).to(p.dtype))
             if hasattr(model, "step"):
                 model.step.fill_(int(msg.content["config"]["server-round"]))
+        seen[-1]["sent"] = {k: v.clone() for k, v in model.state_dict().items()}
         return Message(
             RecordDict({"arrays": state_to_record(model), "metrics": MetricRecord({"num-examples": 10})}),
             reply_to=msg,
@@ -130,6 +131,10 @@ def test_state_dict_travels_exactly(name: str, codecs: tuple[str, str]) -> None:
     if "bn1.num_batches_tracked" in want:  # one batch per client per round, averaged exactly
         assert all(int(s["bn1.num_batches_tracked"]) == 2 for s in later)
         assert all(not torch.equal(s["bn1.running_mean"], model.bn1.running_mean) for s in later)
+        # running statistics travel exactly, even through lossy codecs: round 3 receives round 2's mean
+        sent = torch.stack([s["sent"]["bn1.running_var"].double() for s in seen if s["round"] == 2]).mean(0)
+        for s in later:
+            assert torch.allclose(s["bn1.running_var"].double(), sent, rtol=1e-6, atol=0), codecs
     if "step" in want:  # 0-d int set to the round by every client: round 3 receives exactly 2
         assert all(s["step"].shape == () and int(s["step"]) == 2 for s in later)
         assert all(s["mask"].tolist() == [True, False, True] for s in later)
