@@ -38,39 +38,32 @@ def scan_at_least(x: np.ndarray, t: float) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
-def lowest_ties(pos: np.ndarray, mags: np.ndarray, k: int) -> np.ndarray:
-    """Of candidate positions ``pos`` (ascending) with magnitudes ``mags``, the sorted ``k`` with the largest
-    magnitudes, ties at the k-th magnitude going to the lowest positions.
-
-    ``argpartition`` breaks such ties in an order of its own; fixing the rule makes top-k a function of the
-    values alone, so the torch path (:mod:`.torchpath`) selects exactly the same positions.
-    """
-    t = np.partition(mags, mags.size - k)[mags.size - k]
-    above = pos[mags > t]
-    tied = pos[mags == t][: k - above.size]
-    return np.sort(np.concatenate([above, tied]))
-
-
 def topk_positions(x: np.ndarray, k: int) -> np.ndarray:
-    """Sorted positions of the ``k`` largest ``|x|`` (ties at the k-th magnitude: lowest positions first): a
-    sampled threshold, then exact selection on candidates."""
+    """Sorted positions of the ``k`` largest ``|x|``: a sampled threshold, then exact selection on
+    candidates."""
     n = x.size
     if k >= n:
         return np.arange(n, dtype=np.int64)
     if k <= 0:
         return np.zeros(0, np.int64)
     if n <= _EXACT_BELOW:
-        return lowest_ties(np.arange(n, dtype=np.int64), np.abs(x), k)
-    frac = k / n
-    m = int(min(n // 4, max(1 << 16, 64 / frac)))
-    sample = np.abs(x[np.random.default_rng(_SAMPLE_SEED).integers(0, n, m)])
-    expect = frac * m
-    above = int(min(m - 1, expect + 4.0 * math.sqrt(expect) + 8))
-    t = float(np.partition(sample, m - 1 - above)[m - 1 - above])
-    cand = scan_at_least(x, t)
-    if cand.size < k:  # the sample was unlucky: fall back to the exact full selection
-        return lowest_ties(np.arange(n, dtype=np.int64), np.abs(x), k)
-    return lowest_ties(cand, np.abs(x[cand]), k)
+        sel = np.argpartition(np.abs(x), n - k)[n - k :]
+    else:
+        frac = k / n
+        m = int(min(n // 4, max(1 << 16, 64 / frac)))
+        sample = np.abs(x[np.random.default_rng(_SAMPLE_SEED).integers(0, n, m)])
+        expect = frac * m
+        above = int(min(m - 1, expect + 4.0 * math.sqrt(expect) + 8))
+        t = float(np.partition(sample, m - 1 - above)[m - 1 - above])
+        cand = scan_at_least(x, t)
+        if cand.size < k:  # the sample was unlucky: fall back to the exact full selection
+            sel = np.argpartition(np.abs(x), n - k)[n - k :]
+        else:
+            vals = np.abs(x[cand])
+            sel = cand[np.argpartition(vals, cand.size - k)[cand.size - k :]]
+    sel = sel.astype(np.int64)
+    sel.sort()
+    return sel
 
 
 FRAC = Float("frac", 0.0, 1.0, lo_open=True)
