@@ -12,7 +12,13 @@ quantization) run in numpy on the kept values, which after a sparsifier are few.
 Why the bytes are identical: every step is either exact whatever the order (max, min, comparisons, gathers)
 or one IEEE float32 operation per element done in the same sequence as numpy (multiply, then add, then add
 0.5 -- never fused), and scales and clip levels are computed by the numpy code itself on the same inputs.
-Top-k ties at the k-th magnitude go to the lowest positions in both paths (:func:`.sparsify.lowest_ties`).
+
+The one exception, exactly: ``topk`` when several values share the k-th largest magnitude (a tie across the
+selection boundary). numpy's ``argpartition`` then keeps some of them in an order of its own (introselect),
+which torch cannot reproduce; the torch path keeps the tied values at the lowest positions. Both keep k of the
+largest magnitudes, but the payloads differ. Real updates do hit this (exact zeros, or equal values in tensors
+that barely moved; a pinned 3-round run changes its final digest if numpy adopts the torch rule), so a GPU run
+and a CPU run of the same config can differ in the last bits; runs on one device repeat byte for byte.
 """
 
 from __future__ import annotations

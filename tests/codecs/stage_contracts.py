@@ -65,7 +65,6 @@ class StageContract:
             msg = str(info.value)
             assert msg.startswith(f"{self.stage}:") and arg in msg and len(msg) < 300, msg
 
-
     def byte_specs(self) -> list[str]:
         """Pipelines holding this stage whose bytes must not depend on the input's array type."""
         return [self.alone()]

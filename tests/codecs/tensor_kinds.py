@@ -12,7 +12,7 @@ import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
-NO_CUDA = "no CUDA device here (torch {}, CUDA build: {})".format(torch.__version__, torch.version.cuda)
+NO_CUDA = f"no CUDA device here (torch {torch.__version__}, CUDA build: {torch.version.cuda})"
 KINDS = [
     "numpy",
     "torch-cpu",
