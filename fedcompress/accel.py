@@ -60,6 +60,12 @@ def resolve_device(text: str = "auto") -> torch.device:
     return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
+def device_for(run_config: Mapping[str, object]) -> torch.device:
+    """The device a run config asks for; `cpu` when it has no `device` key (a Flower app that did not opt in
+    keeps the numpy path it always had)."""
+    return resolve_device(str(run_config.get("device", "cpu")))
+
+
 def to_device(arrays: Mapping[str, np.ndarray], device: torch.device) -> OrderedDict[str, torch.Tensor]:
     """numpy arrays as tensors on `device` (one copy each; none on the CPU, where memory is shared)."""
     import torch
