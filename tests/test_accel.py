@@ -49,7 +49,9 @@ def test_bad_device_names_are_named(text: str) -> None:
 
 def test_gpu_share_reaches_ray_and_is_checked() -> None:
     assert federation_config(4, 1.0) == "num-supernodes=4 client-resources-num-cpus=1"
-    assert federation_config(4, 2, 0.25).endswith("client-resources-num-cpus=2 client-resources-num-gpus=0.25")
+    assert federation_config(4, 2, 0.25).endswith(
+        "client-resources-num-cpus=2 client-resources-num-gpus=0.25"
+    )
     with pytest.raises(ConfigError, match="'client-num-gpus'"):
         RunConfig.from_run_config({"client-num-gpus": -1})
     if not HAS_CUDA:
