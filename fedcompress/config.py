@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
+from fedcompress.accel import DEVICE_HELP, valid_device
 from fedcompress.errors import ConfigError
 
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
@@ -37,6 +38,7 @@ AT_LEAST_1 = Check(lambda v: v >= 1, "an integer >= 1")
 POSITIVE = Check(lambda v: v > 0, "a number > 0")
 NON_NEGATIVE = Check(lambda v: v >= 0, "a number >= 0")
 UNIT_INTERVAL = Check(lambda v: 0 <= v < 1, "a number in [0, 1)")
+DEVICE = Check(valid_device, DEVICE_HELP)
 
 
 def key(
@@ -138,6 +140,12 @@ class RunConfig:
         0.0, "weight of the relation (RKD) distillation loss", check=NON_NEGATIVE
     )
     distill_teachers: str = key("all", "teachers of each tier", choices=("all", "wider"))
+    device: str = key("auto", "where clients and server compute: " + DEVICE_HELP, check=DEVICE)
+    client_num_gpus: float = key(
+        0.0,
+        "GPU share Ray reserves per virtual client (0.25: four clients share a GPU; 0: no reservation)",
+        check=NON_NEGATIVE,
+    )
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -6,6 +6,7 @@ Pipelines work on one contiguous vector (global top-k needs it; per-tensor work 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -15,8 +16,14 @@ from .wire import DTYPE_CODES, TensorInfo
 Grouping = str | tuple[str, int]  # "global" | "tensor" | "channel" | ("block", n)
 
 
+def is_torch(x: object) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch: numpy-only callers never pay for it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _dtype_name(arr: np.ndarray, name: str) -> str:
-    dtype = str(arr.dtype)
+    dtype = str(arr.dtype).removeprefix("torch.")
     if dtype not in DTYPE_CODES:
         raise ValueError(
             f"tensor {name!r}: dtype {dtype} is not supported (allowed: {', '.join(DTYPE_CODES)})"
@@ -40,7 +47,7 @@ class Layout:
         for name, arr in tensors.items():
             if not isinstance(name, str):
                 raise ValueError(f"tensor names must be strings, got {name!r}")
-            arr = np.asarray(arr)
+            arr = arr if is_torch(arr) else np.asarray(arr)
             infos.append(TensorInfo(name, tuple(int(d) for d in arr.shape), _dtype_name(arr, name)))
         return cls(tuple(infos))
 

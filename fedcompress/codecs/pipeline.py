@@ -28,7 +28,7 @@ from .contract import (
 from .entropy import Entropy, Raw, Zstd
 from .errors import PayloadError
 from .feedback import ErrorFeedback, Stateless
-from .layout import Layout
+from .layout import Layout, is_torch
 from .quantize import BF16, FP16, QSGD, Identity, Sign, Ternary, Uniform
 from .sparsify import RandK, Threshold, TopK
 from .spec import BySpec, StageCall, parse_spec
@@ -57,6 +57,10 @@ _ORDER = {"sparsify": 0, "quantize": 1, "code": 2}
 DEFAULT_MAX_OUTPUT_BYTES = 4 << 30
 N_SECTIONS = 3
 _MAX_SEED = (1 << 64) - 1
+
+
+def _uses_torch(tensors: Mapping[str, Any], state: Mapping[str, Any] | None) -> bool:
+    return any(is_torch(v) for v in tensors.values()) or any(is_torch(v) for v in (state or {}).values())
 
 
 def make_stage(call: StageCall) -> Stage:
@@ -210,7 +214,12 @@ class Pipeline(BySpec):
         if not isinstance(seed, int | np.integer) or not 0 <= int(seed) <= _MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
         layout = Layout.of(tensors)
-        st, new_state = self._stateful.encode(self._lossy, tensors, layout, state, int(seed))
+        if _uses_torch(tensors, state):  # torch tensors, any device: same bytes, work on their device
+            from .torchpath import compress
+
+            st, new_state = compress(self, tensors, layout, state, int(seed))
+        else:
+            st, new_state = self._stateful.encode(self._lossy, tensors, layout, state, int(seed))
         value_sec = self.coder.encode(st.symbols, self.quantizer.symbol_bits(st.nonzero))
         index_sec, side = st.index, st.side
         lengths = (len(index_sec.data), len(side), len(value_sec.data))
@@ -231,6 +240,10 @@ class Pipeline(BySpec):
         self, tensors: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray] | None = None, seed: int = 0
     ) -> tuple[np.ndarray, int]:
         """The integer symbols the coder would see and their bit width (for diagnostics and benchmarks)."""
+        if _uses_torch(tensors, state):
+            from fedcompress.accel import to_numpy
+
+            tensors, state = to_numpy(tensors), None if state is None else to_numpy(state)
         st, _ = self._stateful.encode(self._lossy, tensors, Layout.of(tensors), state, int(seed))
         return st.symbols, self.quantizer.symbol_bits(st.nonzero)
 

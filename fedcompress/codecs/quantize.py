@@ -114,14 +114,19 @@ _CLIP_MAX_GROUPS = 4096  # more groups are small blocks/channels: max-abs is che
 _CLIP_GRID = np.geomspace(1.0, 1.0 / 512, 48).astype(np.float32)
 
 
-def group_sample(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """A (groups, m) sample of each group's values, with replacement, from a fixed generator."""
+def group_sample_positions(starts: np.ndarray, n: int) -> np.ndarray:
+    """(groups, m) positions of a sample of each group's values, with replacement, from a fixed generator."""
     g = starts.size
     m = int(min(4096, max(64, (1 << 18) // max(g, 1))))
-    lengths = group_lengths(starts, v.size)
+    lengths = group_lengths(starts, n)
     u = np.random.default_rng(0).random((g, m))
     pick = starts[:, None] + (u * lengths[:, None]).astype(np.int64)
-    return v[np.minimum(pick, v.size - 1)]
+    return np.minimum(pick, n - 1)
+
+
+def group_sample(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """A (groups, m) sample of each group's values (:func:`group_sample_positions`)."""
+    return v[group_sample_positions(starts, v.size)]
 
 
 def mse_clip(sample: np.ndarray, lo: np.ndarray, hi: np.ndarray, top: int) -> np.ndarray:

@@ -91,7 +91,7 @@ def distill(
         if feature_weight > 0:
             with torch.no_grad():
                 s_dim = student.features(proxy_x[:1]).shape[1]
-            hints.extend(HintLoss(s_dim, f.shape[1]) for f in t_feats)
+            hints.extend(HintLoss(s_dim, f.shape[1]).to(proxy_x.device) for f in t_feats)
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam([*student.parameters(), *hints.parameters()], lr=lr)
         for _ in range(epochs):

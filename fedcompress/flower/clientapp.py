@@ -13,6 +13,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedcompress.accel import resolve_device
 from fedcompress.config import RunConfig
 from fedcompress.flower.mod import attach, make_compression_mod
 from fedcompress.flower.protocol import (
@@ -24,6 +25,7 @@ from fedcompress.flower.protocol import (
     WIDTH,
 )
 from fedcompress.flower.records import load_record, state_to_numpy, state_to_record
+from fedcompress.ondevice import data_on
 from fedcompress.task import client_partition, dataset, make_model
 from fedcompress.training import evaluate, train
 
@@ -75,10 +77,14 @@ def train_fn(msg: Message, context: Context) -> Message:
     server_round = int(config.get(SERVER_ROUND, 0))
     model = make_model(cfg, width=_width(cfg, config))
     load_record(model, msg.content[key])
+    device = resolve_device(cfg.device)  # the data below crosses to a GPU once per client, then is cached
+    x, y = data_on(
+        device, (cfg.digest(), pid, "train"), lambda: (ds.x_train[train_idx], ds.y_train[train_idx])
+    )
     loss = train(
-        model,
-        ds.x_train[train_idx],
-        ds.y_train[train_idx],
+        model.to(device),
+        x,
+        y,
         epochs=cfg.local_epochs,
         lr=float(config.get("lr", cfg.learning_rate)),  # Flower's servers send "lr"; it wins over ours
         momentum=cfg.momentum,
@@ -99,10 +105,13 @@ def train_fn(msg: Message, context: Context) -> Message:
 def evaluate_fn(msg: Message, context: Context) -> Message:
     cfg = run_config(context)
     ds = dataset(cfg)
-    _, val_idx = client_partition(cfg, _partition_id(context))
+    pid = _partition_id(context)
+    _, val_idx = client_partition(cfg, pid)
     config = msg.content.get("config") or ConfigRecord()
     model = make_model(cfg, width=_width(cfg, config))
     load_record(model, msg.content[str(config.get(RECORD_KEY, DEFAULT_RECORD_KEY))])
-    loss, acc = evaluate(model, ds.x_train[val_idx], ds.y_train[val_idx])
+    device = resolve_device(cfg.device)
+    x, y = data_on(device, (cfg.digest(), pid, "val"), lambda: (ds.x_train[val_idx], ds.y_train[val_idx]))
+    loss, acc = evaluate(model.to(device), x, y)
     metrics = MetricRecord({"num-examples": len(val_idx), "eval_loss": loss, "eval_acc": acc})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

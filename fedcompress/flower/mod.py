@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
+from fedcompress.accel import device_for, to_device, to_numpy
 from fedcompress.flower.payload import PAYLOAD_KEY, payload_of, payload_record
 from fedcompress.flower.protocol import (
     BASE_DIGEST,
@@ -167,9 +168,12 @@ def _encode_reply(reply: Message, context: Context, spec: str, received: Arrays,
     coded = [k for k, v in received.items() if is_coded(k, v.shape, str(v.dtype))]
     delta = OrderedDict((k, _f32(local[k]) - _f32(received[k])) for k in coded)
     state = record_to_numpy(context.state[RESIDUAL]) if RESIDUAL in context.state else None
+    device = device_for(context.run_config)  # on a GPU: selection and quantization there, same bytes
+    if device.type != "cpu":
+        delta, state = to_device(delta, device), None if state is None else to_device(state, device)
     res = Pipeline.parse(spec).encode(delta, state=state, seed=seed)
     if res.state is not None:
-        context.state[RESIDUAL] = numpy_to_record(res.state)
+        context.state[RESIDUAL] = numpy_to_record(to_numpy(res.state))
     exact = {k: record[k] for k in received if k not in delta}
     content = RecordDict({k: v for k, v in reply.content.items() if k != key})
     content[key] = payload_record(res.payload, exact)

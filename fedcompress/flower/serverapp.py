@@ -10,6 +10,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedcompress.accel import resolve_device
 from fedcompress.config import RunConfig
 from fedcompress.devices import DeviceProfile, artefact_size_fn, assign_tiers, fit_tier
 from fedcompress.devices.config import parse_tier_config
@@ -21,8 +22,8 @@ from fedcompress.flower.strategy import FedCompress
 from fedcompress.flower.tiered import TieredStrategy
 from fedcompress.ledger import RunRecorder
 from fedcompress.ledger.recorder import default_run_dir
+from fedcompress.ondevice import DeviceEvaluator
 from fedcompress.task import dataset, make_model, proxy_indices
-from fedcompress.training import evaluate
 
 log = logging.getLogger("fedcompress")
 
@@ -68,10 +69,13 @@ def main(grid: Grid, context: Context) -> None:
 def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
     ds = dataset(cfg)
     model = make_model(cfg)
+    device = resolve_device(cfg.device)
+    evaluate_on = DeviceEvaluator(device)  # the CPU model stays what is saved; a device twin evaluates
+    test_key = (cfg.digest(), "test")
     declared: dict[int, dict] = {}
     if cfg.tiers:
         partitions = discover_partitions(grid, cfg.num_partitions, declared=declared)
-        strategy = _tiered_strategy(cfg, partitions, declared, recorder)
+        strategy = _tiered_strategy(cfg, partitions, declared, recorder, device)
     else:
         strategy = FedCompress(
             make_strategy(cfg),
@@ -94,10 +98,10 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
         metrics: dict[str, float | None] = {"accuracy": None, "loss": None}
         if due:
             load_record(model, arrays)
-            metrics["loss"], metrics["accuracy"] = evaluate(model, ds.x_test, ds.y_test)
+            metrics["loss"], metrics["accuracy"] = evaluate_on(model, ds.x_test, ds.y_test, test_key)
             if isinstance(strategy, TieredStrategy):  # every tier's model on the same test set
                 for t, tier_model in strategy.tier_models().items():
-                    metrics[f"accuracy/{t}"] = evaluate(tier_model, ds.x_test, ds.y_test)[1]
+                    metrics[f"accuracy/{t}"] = evaluate_on(tier_model, ds.x_test, ds.y_test, test_key)[1]
         train_metrics = strategy.train_metrics.get(server_round)
         train_loss = (
             float(train_metrics["train_loss"]) if train_metrics and "train_loss" in train_metrics else None
@@ -159,13 +163,17 @@ def _save_models(run_dir: Path, strategy: FedCompress | TieredStrategy, model: t
     out.mkdir(exist_ok=True)
     if isinstance(strategy, TieredStrategy):
         for t, m in strategy.tier_models().items():
-            torch.save(m.state_dict(), out / f"{t}.pt")
+            torch.save({k: v.cpu() for k, v in m.state_dict().items()}, out / f"{t}.pt")  # loadable anywhere
     else:
         torch.save(model.state_dict(), out / "global.pt")
 
 
 def _tiered_strategy(
-    cfg: RunConfig, partitions: dict[int, int], declared: dict[int, dict], recorder: RunRecorder
+    cfg: RunConfig,
+    partitions: dict[int, int],
+    declared: dict[int, dict],
+    recorder: RunRecorder,
+    device: torch.device | None = None,
 ) -> TieredStrategy:
     """Tiers from the config; a node that declared a device profile gets the largest tier that fits it."""
     tiers, mix = parse_tier_config(cfg.tiers, cfg.tier_mix)
@@ -189,7 +197,7 @@ def _tiered_strategy(
         tiers=tiers,
         tier_of=tier_of,
         partitions=partitions,
-        models=models,
+        models={t: m.to(device) for t, m in models.items()} if device is not None else models,
         make_inner=lambda: make_strategy(cfg),
         clients_per_round=cfg.clients_per_round,
         seed=cfg.seed,
@@ -197,7 +205,7 @@ def _tiered_strategy(
         uplink=cfg.uplink,
         downlink=cfg.downlink,
         ledger=recorder.ledger,
-        proxy_x=proxy_x,
+        proxy_x=proxy_x.to(device) if device is not None else proxy_x,  # distillation runs there
         distill_options={
             "epochs": cfg.distill_epochs, "lr": cfg.distill_lr, "tau": cfg.distill_tau,
             "feature_weight": cfg.distill_feature_weight, "relation_weight": cfg.distill_relation_weight,

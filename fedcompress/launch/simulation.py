@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.config import RunConfig, check_keys, defaults
-from fedcompress.errors import RunError
+from fedcompress.errors import ConfigError, RunError
 from fedcompress.launch.process import (
     free_ports,
     is_complete,
@@ -63,12 +63,14 @@ def simulate(
 ) -> dict[str, Any]:
     """Run one simulation; returns its summary. Raises SimulationError if it did not complete."""
     cfg = resolve_config(overrides)
+    check_devices(cfg)
     _check_data(cfg)
     overrides = absolute_paths(overrides, default_run_dir(cfg.run_dir, cfg.dataset, cfg.digest()))
     with tempfile.TemporaryDirectory(prefix="fedcompress-app-") as app_dir:
         tail = run_flower_app(
             write_app(Path(app_dir)), overrides, num_supernodes or cfg.num_partitions,
-            cpus_per_client=cpus_per_client, echo=echo, verbose=verbose, timeout=timeout,
+            cpus_per_client=cpus_per_client, gpus_per_client=cfg.client_num_gpus, echo=echo, verbose=verbose,
+            timeout=timeout,
         )  # fmt: skip
     summary = read_summary(Path(overrides["run-dir"]))
     if not is_complete(summary):
@@ -86,6 +88,7 @@ def run_flower_app(
     num_supernodes: int,
     *,
     cpus_per_client: float = 1.0,
+    gpus_per_client: float = 0.0,
     echo: Callable[[str], None] | None = print,
     verbose: bool = False,
     timeout: float | None = None,
@@ -99,11 +102,10 @@ def run_flower_app(
             FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
             FLWR_LOCAL_CONTROL_API_PORT=str(control_port),
         )
-        cpus = int(cpus_per_client) if float(cpus_per_client).is_integer() else cpus_per_client
         cmd = [
             sys.executable, "-m", "flwr.cli.app", "run", str(app_dir), "--stream",
             "--run-config", str(cfg_file),
-            "--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus}",
+            "--federation-config", federation_config(num_supernodes, cpus_per_client, gpus_per_client),
         ]  # fmt: skip
         tail: list[str] = []
         try:
@@ -122,6 +124,31 @@ def run_flower_app(
             # the detached SuperLink `flwr run` started for this FLWR_HOME, and everything it started
             kill_tree(pid for pid in matching("flower-superlink") if _started_in(pid, home))
     return tail
+
+
+def _number(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def federation_config(num_supernodes: int, cpus_per_client: float, gpus_per_client: float = 0.0) -> str:
+    """Ray's sizing of the federation: supernodes and the CPUs and GPU share each virtual client reserves."""
+    text = f"num-supernodes={num_supernodes} client-resources-num-cpus={_number(cpus_per_client)}"
+    if gpus_per_client > 0:
+        text += f" client-resources-num-gpus={_number(gpus_per_client)}"
+    return text
+
+
+def check_devices(cfg: RunConfig) -> None:
+    """Fail before Ray starts: `device=cuda` without CUDA, or a GPU share Ray could never grant (the run
+    would wait forever for a GPU)."""
+    from fedcompress.accel import cuda_available, resolve_device
+
+    resolve_device(cfg.device)
+    if cfg.client_num_gpus > 0 and not cuda_available():
+        raise ConfigError(
+            f"config key 'client-num-gpus' = {cfg.client_num_gpus}: no GPU is visible here, Ray could never "
+            "schedule a client; use 0"
+        )
 
 
 def _started_in(pid: int, flwr_home: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from codecs_contract import bias_ratio, flat, model
+from tensor_kinds import KINDS, TORCH_KINDS, as_kind, host
 
 from fedcompress.codecs import STAGES, PayloadError, Pipeline, decode
 from fedcompress.codecs.contract import Coder, Quantizer, Sparsifier, Stage, Stateful
@@ -64,9 +65,34 @@ class StageContract:
             msg = str(info.value)
             assert msg.startswith(f"{self.stage}:") and arg in msg and len(msg) < 300, msg
 
+    def byte_specs(self) -> list[str]:
+        """Pipelines holding this stage whose bytes must not depend on the input's array type."""
+        return [self.alone()]
+
+    @pytest.mark.parametrize("kind", TORCH_KINDS)
+    def test_torch_input_gives_the_numpy_bytes(self, kind: str) -> None:
+        """Over rounds of error feedback, torch tensors (any device) give numpy's payload and residual."""
+        for spec in self.byte_specs():
+            pipe = Pipeline.parse(spec)
+            ref = got = None
+            for r in range(3):
+                tensors = model(20 + r, scale=1.0 + r)
+                a = pipe.encode(tensors, ref, seed=r)
+                b = pipe.encode(as_kind(tensors, kind), got, seed=r)
+                assert a.payload == b.payload, f"{spec}: round {r}"
+                assert (a.state is None) == (b.state is None)
+                if a.state is not None:
+                    assert all(v.device.type == kind[6:] for v in b.state.values())  # stays on its device
+                    for name, v in host(b.state).items():
+                        np.testing.assert_array_equal(v, a.state[name], err_msg=f"{spec}: round {r}")
+                ref, got = a.state, b.state
+
 
 class SparsifierContract(StageContract):
     base = Sparsifier
+
+    def byte_specs(self) -> list[str]:
+        return [self.alone(), f"{self.alone()} > ef > uniform(4) > entropy", f"{self.alone()} > ef > sign"]
 
     @pytest.fixture
     def x(self) -> tuple[np.ndarray, Layout]:
@@ -94,11 +120,12 @@ class SparsifierContract(StageContract):
         other = st.select(v, layout, 6)
         assert np.array_equal(a, other) == st.properties.deterministic
 
-    def test_kept_values_travel_exactly(self, x) -> None:
+    @pytest.mark.parametrize("kind", KINDS)
+    def test_kept_values_travel_exactly(self, x, kind: str) -> None:
         tensors = model(11)
         v = flat(tensors)
         pipe = Pipeline.parse(self.example)
-        out = flat(decode(pipe.encode(tensors, seed=4).payload))
+        out = flat(decode(pipe.encode(as_kind(tensors, kind), seed=4).payload))
         kept = np.flatnonzero(out)
         scale = pipe.sparsifier.value_scale(v.size, kept.size)
         np.testing.assert_allclose(out[kept], v[kept] * np.float32(scale), rtol=1e-6)
@@ -167,8 +194,12 @@ class QuantizerContract(StageContract):
         same = np.array_equal(a[0], c[0]) and a[1] == c[1]
         assert same == st.properties.deterministic
 
-    def test_size_accounting(self, values) -> None:
-        res = Pipeline.parse(self.example).encode({"w": values}, seed=1)
+    def byte_specs(self) -> list[str]:
+        return [self.alone(), f"{self.alone()} > ef", f"topk(0.1) > ef > {self.alone()} > entropy"]
+
+    @pytest.mark.parametrize("kind", KINDS)
+    def test_size_accounting(self, values, kind: str) -> None:
+        res = Pipeline.parse(self.example).encode(as_kind({"w": values}, kind), seed=1)
         assert res.metadata_bytes + res.value_bytes + res.index_bytes == res.num_bytes
         assert res.index_bytes == 0 and res.raw_bytes == 4 * values.size
 
@@ -191,6 +222,9 @@ class CoderContract(StageContract):
     """Lossless coders: exact round trips at every bit width, exact rejection of truncated or padded data."""
 
     base = Coder
+
+    def byte_specs(self) -> list[str]:
+        return [self.alone(), f"topk(0.1) > ef > uniform(4) > {self.alone()}", f"uniform(8) > {self.alone()}"]
 
     @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, 12, 16, 32])
     def test_round_trip_is_exact(self, st: Coder, bits: int) -> None:
@@ -233,42 +267,51 @@ class StatefulContract(StageContract):
     def alone(self) -> str:
         return Pipeline.parse(self.example).feedback.spec
 
-    def test_new_state_is_what_was_dropped(self) -> None:
+    def byte_specs(self) -> list[str]:
+        return [self.example, "topk(0.05) > ef > uniform(4) > entropy", "uniform(4, block=32) > ef", "ef"]
+
+    @pytest.mark.parametrize("kind", KINDS)
+    def test_new_state_is_what_was_dropped(self, kind: str) -> None:
         pipe = Pipeline.parse(self.example)
         assert pipe.properties.error_feedback
         tensors, residual = model(1), model(2, scale=0.3)
-        res = pipe.encode(tensors, residual, seed=2)
+        res = pipe.encode(as_kind(tensors, kind), as_kind(residual, kind), seed=2)
         out = decode(res.payload)
         decay = np.float32(pipe.feedback.decay)
+        state = host(res.state)
         for name, x in tensors.items():
             r = residual[name] if decay == 1 else residual[name] * decay
-            np.testing.assert_array_equal(res.state[name], (x + r) - out[name])
-            assert res.state[name].shape == x.shape and res.state[name].dtype == np.float32
+            np.testing.assert_array_equal(state[name], (x + r) - out[name])
+            assert state[name].shape == x.shape and state[name].dtype == np.float32
 
-    def test_state_carries_the_update_over_rounds(self) -> None:
+    @pytest.mark.parametrize("kind", KINDS)
+    def test_state_carries_the_update_over_rounds(self, kind: str) -> None:
         pipe = Pipeline.parse(self.example)
         tensors = model(3)
         state, total = None, np.zeros(sum(t.size for t in tensors.values()))
         for r in range(5):
-            res = pipe.encode(tensors, state, seed=r)
+            res = pipe.encode(as_kind(tensors, kind), state, seed=r)
             state = res.state
             total += flat(decode(res.payload))
         if pipe.feedback.decay == 1.0:
-            np.testing.assert_allclose(total + flat(state), 5 * flat(tensors), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(total + flat(host(state)), 5 * flat(tensors), rtol=1e-4, atol=1e-5)
 
-    def test_deterministic_given_seed(self) -> None:
+    @pytest.mark.parametrize("kind", KINDS)
+    def test_deterministic_given_seed(self, kind: str) -> None:
         pipe = Pipeline.parse(self.example)
-        a, b = pipe.encode(model(1), model(2), seed=9), pipe.encode(model(1), model(2), seed=9)
+        a = pipe.encode(as_kind(model(1), kind), as_kind(model(2), kind), seed=9)
+        b = pipe.encode(as_kind(model(1), kind), as_kind(model(2), kind), seed=9)
         assert a.payload == b.payload
-        for name in a.state:
-            np.testing.assert_array_equal(a.state[name], b.state[name])
+        for name, v in host(a.state).items():
+            np.testing.assert_array_equal(v, host(b.state)[name])
 
-    def test_rejects_bad_state(self) -> None:
+    @pytest.mark.parametrize("kind", KINDS)
+    def test_rejects_bad_state(self, kind: str) -> None:
         pipe = Pipeline.parse(self.example)
-        tensors = model(1)
+        tensors = as_kind(model(1), kind)
         with pytest.raises(ValueError, match="state names"):
-            pipe.encode(tensors, {"other": np.zeros(3, np.float32)})
-        bad = dict(model(2), norm=np.full(7, np.nan, np.float32))
+            pipe.encode(tensors, as_kind({"other": np.zeros(3, np.float32)}, kind))
+        bad = as_kind(dict(model(2), norm=np.full(7, np.nan, np.float32)), kind)
         with pytest.raises(ValueError, match="NaN"):
             pipe.encode(tensors, bad)
         assert pipe.encode(tensors, None).state is not None  # first round: no residual yet
