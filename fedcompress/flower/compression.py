@@ -198,10 +198,9 @@ class Compression(Strategy):
             delta = OrderedDict((k, global_np[k] - base[k]) for k in self._coded)
             res = self.downlink.encode(delta, seed=mix(self.seed, server_round, pid, 1))
             decoded = _decode(res.payload, self._coded)
-            received = OrderedDict(
-                (k, base[k] + decoded[k] if k in self._coded else global_np[k]) for k in base
-            )
             exact = {k: model_record[k] for k in global_np if k not in self._coded}
+            sent = record_to_numpy(ArrayRecord(exact))  # in the model's dtypes, as the client reads them
+            received = OrderedDict((k, base[k] + decoded[k] if k in self._coded else sent[k]) for k in base)
             record, codec, enc, meta = (
                 payload_record(res.payload, exact),
                 self.downlink_spec,
