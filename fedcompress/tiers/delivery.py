@@ -46,7 +46,7 @@ from fedcompress.quantization._compat import quiet
 STORAGE_HELP = (
     "'fp32', 'int8' (post-training), 'qat8' (quantization-aware distillation) or 'kmeans1'..'kmeans8'"
 )
-IMPORTANCES = ("taylor", "l1")
+IMPORTANCES = ("l1", "taylor")
 _KMEANS = re.compile(r"^kmeans([1-8])$")
 
 
@@ -77,7 +77,7 @@ class Recipe:
     tau: float
     feature_weight: float = 0.0
     relation_weight: float = 0.0
-    importance: str = "taylor"
+    importance: str = "l1"
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,14 +164,15 @@ def check_channels(teacher: nn.Module, channels: Mapping[str, int]) -> dict[str,
 
 
 def channel_scores(
-    teacher: nn.Module, proxy_x: torch.Tensor, importance: str = "taylor"
+    teacher: nn.Module, proxy_x: torch.Tensor, importance: str = "l1"
 ) -> dict[str, torch.Tensor]:
     """Importance of every output channel of every prunable layer.
 
-    "taylor": first-order Taylor estimate of the loss change when the channel is removed (Molchanov et al.
-    2017), |sum over positions of activation * gradient| averaged over the proxy set, with the teacher's own
-    predictions as labels (the proxy set is unlabeled); it ranks channels by what they do on data, which
-    weight norms cannot see. "l1": the L1 norm of each filter's weights (no data).
+    "l1" (default): the L1 norm of each filter's weights (Li et al. 2017). "taylor": first-order Taylor
+    estimate of the loss change when the channel is removed (Molchanov et al. 2017), |sum over positions of
+    activation * gradient| averaged over the proxy set, with the teacher's own predictions as labels (the
+    proxy set is unlabeled). Measured on the FEMNIST CNN (100-round global model, 5% proxy set, no
+    fine-tuning) L1 keeps more accuracy: 0.728 vs 0.682 at width 0.5, 0.535 vs 0.406 at width 0.25.
     """
     if importance not in IMPORTANCES:
         raise ConfigError(f"importance must be one of {list(IMPORTANCES)}, got {importance!r}")
@@ -225,22 +226,24 @@ def store(
     lr: float = 1e-3,
     tau: float = 4.0,
     seed: int = 0,
-) -> bytes:
-    """The artefact bytes of `student` stored as `storage` (`student` is not modified)."""
+) -> tuple[nn.Module, bytes]:
+    """(runnable model, artefact bytes) of `student` stored as `storage` (`student` is not modified)."""
     storage_bits(storage)
     model = copy.deepcopy(student).eval()
     if storage == "fp32":
-        return _state_bytes(model.state_dict())
+        return model, _state_bytes(model.state_dict())
     if storage == "int8":
-        return int8_bytes(quantize_int8(model, torch.split(proxy_x[:256], 128)))
+        qmodel = quantize_int8(model, torch.split(proxy_x[:256], 128))
+        return qmodel, int8_bytes(qmodel)
     if storage == "qat8":
         if teacher is None:
             raise ConfigError("storage 'qat8' distills with fake quantization and needs the teacher")
         prepared = prepare_qat(model, proxy_x[:2])
         with quiet():
             distill(prepared, teacher, proxy_x, epochs=qat_epochs, lr=lr / 4, tau=tau, seed=seed + 1)
-        return int8_bytes(convert_qat(prepared))
-    return kmeans_share(model, storage_bits(storage)).to_bytes()
+        qmodel = convert_qat(prepared)
+        return qmodel, int8_bytes(qmodel)
+    return model, kmeans_share(model, storage_bits(storage)).to_bytes()  # model now holds the shared weights
 
 
 def template(recipe: Recipe, in_shape: tuple[int, ...] | None = None) -> nn.Module:
@@ -273,6 +276,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True):
             correct += int((model(xb).argmax(1) == yb).sum())
     return correct / max(len(y), 1)
+
+
+def file_size(data: bytes) -> int:
+    """Bytes the artefact takes on disk (written to a temporary file and measured)."""
+    with tempfile.TemporaryDirectory(prefix="fedcompress-artefact-") as tmp:
+        path = Path(tmp) / "model.bin"
+        path.write_bytes(data)
+        return os.path.getsize(path)
 
 
 def measure(
@@ -321,7 +332,7 @@ def make_device_model(
     seed: int = 0,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     channels: Mapping[str, int] | None = None,
-    importance: str = "taylor",
+    importance: str = "l1",
     scores: Mapping[str, torch.Tensor] | None = None,
     latency_runs: int = 50,
 ) -> DeviceModel:
@@ -369,7 +380,7 @@ def make_device_model(
         importance=importance,
         seed=seed,
     )
-    data = store(student, storage, proxy_x, teacher=teacher, lr=lr, tau=tau, seed=seed)
+    _, data = store(student, storage, proxy_x, teacher=teacher, lr=lr, tau=tau, seed=seed)
     model, nbytes, latency = measure(data, recipe, proxy_x, latency_runs=latency_runs)
     acc = accuracy(model, *val) if val is not None else None
     return DeviceModel(model, data, nbytes, latency, acc, recipe, time.perf_counter() - t0, student)
