@@ -68,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="share of train images as the proxy set (default: the run's)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads for the search and training (default 1: on a shared CPU more threads spin and slow down)",
+    )  # fmt: skip
 
 
 def _budget(args: argparse.Namespace) -> DeviceBudget:
@@ -146,7 +150,10 @@ def device_model(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
     storages = _parse_storages(args.storages)
     if args.epochs < 0:
         raise ConfigError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     _check_run(run, args.tier)
+    torch.set_num_threads(args.threads)
     teacher, cfg = load_run_model(run, args.tier)
     family = model_name(cfg)
     idx = _proxy(cfg, args.proxy_fraction)

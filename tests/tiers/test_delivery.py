@@ -118,3 +118,13 @@ def test_bad_arguments_stop_with_the_value_and_what_is_accepted(teacher, digits,
 def test_a_proxy_set_too_small_is_refused(teacher, digits):
     with pytest.raises(ConfigError, match="proxy set has 5 examples; at least 32"):
         make_device_model(teacher, family="cnn8", width=0.5, proxy_x=digits[0][:5])
+
+
+def test_qat_and_feature_relation_losses_give_a_working_int8_student(teacher, digits):
+    x, _, xt, yt = digits
+    kw = dict(family="cnn8", width=0.5, proxy_x=x[:256], epochs=1, val=(xt, yt))
+    ptq = make_device_model(teacher, storage="int8", **kw)
+    qat = make_device_model(teacher, storage="qat8", feature_weight=1.0, relation_weight=1.0, **kw)
+    assert qat.recipe.feature_weight == 1.0 and qat.recipe.storage == "qat8"
+    assert qat.nbytes == ptq.nbytes  # the same int8 artefact layout, trained differently
+    assert qat.accuracy > 0.5
