@@ -27,7 +27,6 @@ from torch import nn
 from fedcompress.devices.profile import DeviceProfile
 from fedcompress.distillation import distill
 from fedcompress.errors import ConfigError
-from fedcompress.export import measure_latency_ms
 from fedcompress.tiers.delivery import (
     DeviceModel,
     Recipe,
@@ -41,6 +40,9 @@ from fedcompress.tiers.delivery import (
     storage_bits,
     store,
     teacher_channels,
+)
+from fedcompress.tiers.delivery import (
+    latency_ms as artefact_latency_ms,
 )
 
 KB = 1024
@@ -168,7 +170,7 @@ class _Meter:
             # qat8 is sized and timed as int8 (same artefact); the fake-quant training comes at the end
             quick = "int8" if storage == "qat8" else storage
             model, data = store(student, quick, self.proxy_x[:64])
-            latency = measure_latency_ms(model, self.proxy_x[:1], runs=30, warmup=5)
+            latency = artefact_latency_ms(model, self.proxy_x, runs=30)
             self.cache[key] = Cost(file_size(data), latency)
         return self.cache[key]
 
@@ -251,7 +253,7 @@ def search_recipe(
         raise BudgetError(
             f"no {family} model meets the budget ({budget.describe()}): the smallest achievable artefact is "
             f"{small_b[1].nbytes:,} B ({small_b[0]}) and the fastest {small_l[1].latency_ms:.3f} ms ({small_l[0]}), "
-            f"with every layer at {min_keep:g} of its channels {floor}"
+            f"with every layer at {min_keep:g} of its channels {floor}, storages searched {list(storages)}"
         )
     trace: list[dict[str, Any]] = []
     results: dict[str, DeviceModel] = {}
@@ -276,8 +278,11 @@ def search_recipe(
                 break
             say(f"{storage}: the trained artefact misses the budget on re-measurement; one more step")
             meter.cache.clear()
-            channels = _adapt(teacher, budget, meter, storage, channels, floor, scores, proxy_x, val, step,
-                              lr, tau, seed, short_examples, trace, say, force=True)  # fmt: skip
+            smaller = _adapt(teacher, budget, meter, storage, channels, floor, scores, proxy_x, val, step,
+                             lr, tau, seed, short_examples, trace, say, force=True)  # fmt: skip
+            if smaller == channels:
+                break
+            channels = smaller
         if budget.fits(dm.nbytes, dm.latency_ms):
             results[storage] = dm
     if not results:
