@@ -96,7 +96,7 @@ class DeviceModel:
     model: nn.Module  # what the device runs, loaded back from the artefact
     artefact: bytes  # what the device downloads and stores
     nbytes: int  # os.path.getsize of the written artefact
-    latency_ms: float  # median forward time, batch 1, one thread, on the loaded artefact
+    latency_ms: float  # batch 1, one thread, on the model loaded back from the artefact (`latency_ms()`)
     accuracy: float | None  # on `val`, if given
     recipe: Recipe
     seconds: float  # wall time of make_device_model
@@ -108,6 +108,7 @@ class DeviceModel:
 
 
 def atomic_write(path: Path, data: bytes) -> Path:
+    """Write to a temporary name in the same folder, then rename: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -246,7 +247,7 @@ def store(
     return model, kmeans_share(model, storage_bits(storage)).to_bytes()  # model now holds the shared weights
 
 
-def template(recipe: Recipe, in_shape: tuple[int, ...] | None = None) -> nn.Module:
+def template(recipe: Recipe) -> nn.Module:
     """A float model of the recipe's shape (weights meaningless): what a device builds before loading."""
     base = build_model(recipe.family, recipe.num_classes, 1.0)
     have = teacher_channels(base)
