@@ -148,6 +148,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device_model(sub: argparse._SubParsersAction) -> None:
+    from fedcompress.tiers.commands import register
+
+    register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "bench", "benchmarks that print numbers", {"codecs": "codec throughput and sizes"}, _bench
     )
     _add_export(sub)
+    _add_device_model(sub)
     _add_study(sub)
     _add_passthrough(
         sub, "deploy", "run the app on Flower's deployment engine (SuperLink + SuperNodes)",

@@ -16,12 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fedcompress.errors import ConfigError, FedCompressError
-from fedcompress.tiers.budget import MIN_PROXY, DeviceBudget
+
+if TYPE_CHECKING:  # torch and the search load only when the command runs: `fedcompress --help` stays fast
+    from fedcompress.tiers.budget import DeviceBudget
 
 SELECT_SHARE = 0.2  # of the proxy set, held out from distillation to score candidates by teacher agreement
 
@@ -75,6 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _budget(args: argparse.Namespace) -> DeviceBudget:
+    from fedcompress.tiers.budget import DeviceBudget
+
     fields: dict[str, Any] = {"latency-ms": args.latency_ms, "max-download-s": args.max_download_s}
     fields["memory-kb" if args.memory_kb is not None else "memory-mb"] = (
         args.memory_kb if args.memory_kb is not None else args.memory_mb
@@ -120,6 +122,7 @@ def _proxy(cfg: Any, fraction: float | None) -> Any:
     import numpy as np
 
     from fedcompress.task import dataset, proxy_indices
+    from fedcompress.tiers.budget import MIN_PROXY
 
     if fraction is not None:
         if not 0 < fraction < 1:
@@ -137,6 +140,8 @@ def _proxy(cfg: Any, fraction: float | None) -> Any:
 
 def device_model(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
     """Everything the command does; returns the summary written to recipe.json."""
+    import torch
+
     from fedcompress.export import load_run_model
     from fedcompress.task import dataset, model_name
     from fedcompress.tiers.budget import search_recipe
