@@ -208,7 +208,17 @@ class FedCompress(Strategy):
                     self.on_reject(server_round, pid, reason)
             else:
                 accepted.append(reply)
+        self._forget_silent(accepted)
         return accepted
+
+    def _forget_silent(self, accepted: list[Message]) -> None:
+        """A partition sent a model this round without an accepted reply (it died, restarted, or the SuperLink
+        answered NODE_UNAVAILABLE for it, whose error reply names no partition) may or may not hold what we
+        sent: forget what it holds, so its next downlink is the full model instead of an unusable delta."""
+        answered = {self.partition_of.get(m.metadata.src_node_id, -1) for m in accepted}
+        for pid in set(self.received) - answered:
+            self.held.pop(pid, None)
+            self.no_shared_base.add(pid)
 
     def _decode_reply(self, pid: int, reply: Message) -> None:
         """Replace an encoded update by the full weights the inner strategy expects (received + delta)."""
