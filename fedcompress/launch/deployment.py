@@ -31,7 +31,7 @@ from typing import Any
 
 from fedcompress.config import parse_overrides
 from fedcompress.errors import ConfigError, RunError
-from fedcompress.launch.certs import TlsFiles, generate_node_keys, generate_tls
+from fedcompress.launch.certs import TlsFiles, check_readable, generate_node_keys, generate_tls
 from fedcompress.launch.process import (
     OFFLINE_ENV,
     TAG_ENV,
@@ -102,8 +102,11 @@ class Federation:
         if self.auth and not self.tls:
             raise DeployError("--auth needs --tls (Flower refuses SuperNode auth without TLS)")
         self.logs.mkdir(parents=True, exist_ok=True)
-        if self.tls:
+        if self.tls and self.tls_files is None:
             self.tls_files = generate_tls(self.workdir / "tls")
+        if self.tls_files is not None:
+            f = self.tls_files
+            check_readable(f.ca_cert, f.server_cert, f.server_key)
         self.port = free_ports(1)[0]
         cmd = ["flower-superlink", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--database", str(self.workdir / "superlink.db"), "--disable-runtime-dependency-installation"]
@@ -163,13 +166,20 @@ class Federation:
             self.start_supernode(i, num_nodes, self.node_keys.get(f"supernode-{i}"))
 
     def start_supernode(
-        self, index: int, num_nodes: int, private_key: Path | None = None, log_name: str = ""
+        self,
+        index: int,
+        num_nodes: int,
+        private_key: Path | None = None,
+        log_name: str = "",
+        tls_args: list[str] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> subprocess.Popen:
         """A SuperNode with its own runtime port, FLWR_HOME (apps are installed there) and partition."""
         name = f"supernode-{index}"
         cmd = ["flower-supernode", "--superlink", self.node_address, "--port", str(free_ports(1)[0])]
         cmd += ["--node-config", f"partition-id={index} num-partitions={num_nodes}"]
-        cmd += self._client_tls_args()
+        cmd += self._client_tls_args() if tls_args is None else tls_args
+        cmd += list(extra)
         if private_key is not None:
             cmd += ["--auth-supernode-private-key", str(private_key)]
         env = self.env(self.workdir / name)
@@ -196,6 +206,30 @@ class Federation:
         self.start_supernode(
             index, num_nodes, self.node_keys.get(name), log_name=f"{name}-restart{self.restarts}"
         )
+
+    def retry_activation(self, name: str, num_nodes: int) -> bool:
+        """A SuperNode restarted after SIGKILL is refused ("Failed to activate") until the SuperLink stops
+        counting it online (2 missed heartbeats, <= 60 s in Flower 1.42): start it again, a few seconds later.
+        Returns True if it was restarted."""
+        if not name.startswith("supernode-") or self.restarts == 0:
+            return False
+        log = self.logs / f"{name}-restart{self.restarts}.log"
+        if "Failed to activate" not in log.read_text(errors="replace"):
+            return False
+        time.sleep(3)
+        index = int(name.split("-")[1])
+        self.start_supernode(
+            index, num_nodes, self.node_keys.get(name), log_name=f"{name}-restart{self.restarts}"
+        )
+        return True
+
+    def connection_cause(self) -> str:
+        """Why a SuperNode could not connect, probed the way it connects (empty if the handshake works)."""
+        from fedcompress.launch.diagnose import diagnose
+
+        ca = self.tls_files.ca_cert if self.tls_files else None
+        cause = diagnose(self.node_address, ca, insecure=ca is None)
+        return "" if cause == "ok" else f": {cause}"
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], log_name: str = "") -> subprocess.Popen:
         """Start a process with its output in logs/NAME.log."""
@@ -294,8 +328,9 @@ def wait_for_summary(
             for n, p in fed.procs.items()
             if n.startswith(("superlink", "supernode")) and p.poll() is not None
         ]
+        dead = [n for n in dead if not fed.retry_activation(n, num_nodes)]
         if dead:
-            raise DeployError(f"{', '.join(dead)} exited before the run completed")
+            raise DeployError(f"{', '.join(dead)} exited before the run completed{fed.connection_cause()}")
         time.sleep(0.5)
     raise DeployError("timed out waiting for the run to complete")
 
