@@ -384,7 +384,7 @@ def deploy(
         "workdir": str(workdir), "pids": sorted(fed.seen_pids), "tag": fed.tag,
     }  # fmt: skip
     if fed.proxy is not None:
-        result["wire"] = wire_report(fed.proxy.snapshot(), run_dir)
+        result["wire"] = wire_report(fed.proxy.snapshot(), run_dir, nodes * (time.monotonic() - t0))
     return result
 
 

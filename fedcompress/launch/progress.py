@@ -65,7 +65,7 @@ def ledger_totals(run_dir: Path) -> dict[str, int]:
     return {"up": up, "down": down, "messages_up": n_up, "messages_down": n_down}
 
 
-def wire_report(count: WireCount, run_dir: Path) -> dict[str, Any]:
+def wire_report(count: WireCount, run_dir: Path, node_seconds: float = 0.0) -> dict[str, Any]:
     """Wire bytes (proxy) against ledger bytes, each direction: the overhead is everything the ledger leaves
     out by design (TLS records and handshakes, HTTP/1.1 headers, protobuf request envelopes, the partition
     query, the FAB and run fetch, polling and heartbeats)."""
@@ -74,5 +74,27 @@ def wire_report(count: WireCount, run_dir: Path) -> dict[str, Any]:
         "wire_up": count.up, "wire_down": count.down, "ledger_up": ledger["up"], "ledger_down": ledger["down"],
         "overhead_up": count.up - ledger["up"], "overhead_down": count.down - ledger["down"],
         "connections": count.connections, "messages_up": ledger["messages_up"],
-        "messages_down": ledger["messages_down"],
+        "messages_down": ledger["messages_down"], "node_seconds": round(node_seconds, 1),
+        "per_message_up": round((count.up - ledger["up"]) / max(1, ledger["messages_up"])),
+        "per_message_down": round((count.down - ledger["down"]) / max(1, ledger["messages_down"])),
     }  # fmt: skip
+
+
+# Tolerance of the wire check, per direction: wire >= ledger (the ledger's message bytes must all cross), and
+# wire - ledger <= OVERHEAD_PER_MESSAGE * messages + OVERHEAD_PER_SECOND * node-seconds. Per message: HTTP/1.1
+# request and response headers, protobuf envelopes and TLS record headers of the push/pull/confirm calls that
+# carry it (one call per object: message, record dict, records, arrays). Per node-second: a SuperNode polls every
+# 3 s when idle and sends a heartbeat every ~24 s, each a small request and response in TLS records, plus the
+# one-off TLS handshakes, node activation, the partition query and the run and FAB fetch, spread over the run.
+OVERHEAD_PER_MESSAGE = 16_000
+OVERHEAD_PER_SECOND = 1_500
+
+
+def wire_agrees(report: dict[str, Any]) -> bool:
+    """Ledger bytes all crossed, and what else crossed is within the tolerance above."""
+    node_seconds = report["node_seconds"]
+    for d in ("up", "down"):
+        bound = OVERHEAD_PER_MESSAGE * report[f"messages_{d}"] + OVERHEAD_PER_SECOND * node_seconds
+        if not 0 <= report[f"overhead_{d}"] <= bound:
+            return False
+    return True
