@@ -75,6 +75,8 @@ class Federation:
     node_keys: dict[str, Path] = field(default_factory=dict)  # name -> private key (a restart reuses it)
     proxy: ByteCountingProxy | None = None
     restarts: int = 0
+    _superlink_cmd: list[str] = field(default_factory=list)
+    away: set[str] = field(default_factory=set)  # SuperNodes stopped on purpose and not restarted
 
     @property
     def address(self) -> str:
@@ -111,6 +113,7 @@ class Federation:
         cmd = ["flower-superlink", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--database", str(self.workdir / "superlink.db"), "--disable-runtime-dependency-installation"]
         cmd += self._server_tls_args() + (["--enable-supernode-auth"] if self.auth else [])
+        self._superlink_cmd = cmd
         self._spawn("superlink", cmd, self.env())
         self._wait_for_port(timeout)
         self.write_connection()
@@ -188,11 +191,11 @@ class Federation:
         return self._spawn(name, cmd, env, log_name=log_name)
 
     def restart_supernode(
-        self, index: int, num_nodes: int, *, hard: bool = False, pause: float = 0.0
+        self, index: int, num_nodes: int, *, hard: bool = False, pause: float = 0.0, come_back: bool = True
     ) -> None:
         """Stop SuperNode `index` (SIGTERM: it deactivates itself; `hard`: SIGKILL, as a crash or power cut),
-        then start it again with the same key pair and partition. Its in-memory node state (the compression
-        residual and the model it held) is gone; the server notices through the digest check."""
+        then, if `come_back`, start it again with the same key pair and partition. Its in-memory node state (the
+        compression residual and the model it held) is gone; the server notices through the digest check."""
         name = f"supernode-{index}"
         proc = self.procs[name]
         if hard:
@@ -201,11 +204,21 @@ class Federation:
             self.seen_pids |= kill_tree([proc.pid], grace=8.0)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+        if not come_back:
+            self.away.add(name)
+            return
         time.sleep(pause)
         self.restarts += 1
         self.start_supernode(
             index, num_nodes, self.node_keys.get(name), log_name=f"{name}-restart{self.restarts}"
         )
+
+    def restart_superlink(self, timeout: float = 60.0) -> None:
+        """Stop the SuperLink (and what it started: SuperExec, the ServerApp) and start it again on the same
+        port with the same `--database`: what a SuperLink host reboot does to a run."""
+        self.seen_pids |= kill_tree([self.procs["superlink"].pid], grace=8.0)
+        self._spawn("superlink", self._superlink_cmd, self.env(), log_name="superlink-restart")
+        self._wait_for_port(timeout)
 
     def retry_activation(self, name: str, num_nodes: int) -> bool:
         """A SuperNode restarted after SIGKILL is refused ("Failed to activate") until the SuperLink stops
@@ -298,6 +311,7 @@ class Restart:
     node: int
     after_round: int
     hard: bool = False
+    come_back: bool = True  # False: the node stays away (the rounds after go on without it)
 
 
 def wait_for_summary(
@@ -315,7 +329,7 @@ def wait_for_summary(
     while time.monotonic() < deadline:
         rows = printer.poll()
         if pending and any(r["round"] >= pending.after_round for r in rows):
-            fed.restart_supernode(pending.node, num_nodes, hard=pending.hard)
+            fed.restart_supernode(pending.node, num_nodes, hard=pending.hard, come_back=pending.come_back)
             pending = None
         summary = read_summary(run_dir)
         if summary is not None:
@@ -326,7 +340,7 @@ def wait_for_summary(
         dead = [
             n
             for n, p in fed.procs.items()
-            if n.startswith(("superlink", "supernode")) and p.poll() is not None
+            if n.startswith(("superlink", "supernode")) and p.poll() is not None and n not in fed.away
         ]
         dead = [n for n in dead if not fed.retry_activation(n, num_nodes)]
         if dead:
@@ -411,6 +425,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--restart-node", type=int, help="kill this SuperNode mid-run and start it again")
     p.add_argument("--restart-after", type=int, default=1, help="...once this round is complete (default 1)")
     p.add_argument("--restart-hard", action="store_true", help="kill with SIGKILL (a crash), not SIGTERM")
+    p.add_argument("--stay-away", action="store_true", help="do not start the killed SuperNode again")
     p.add_argument(
         "--flower-poll", action="store_true",
         help=f"keep Flower's 1 s SuperExec task polling (default: {SUPEREXEC_POLL_S} s)",
@@ -431,7 +446,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         result = deploy(
             args.nodes, args.rounds, tls=args.tls, auth=args.auth, run_config=parse_overrides(args.run_config),
             workdir=args.workdir, timeout=args.timeout, wire_proxy=args.wire_proxy,
-            restart=None if args.restart_node is None else Restart(args.restart_node, args.restart_after, args.restart_hard),
+            restart=None if args.restart_node is None else Restart(args.restart_node, args.restart_after, args.restart_hard, not args.stay_away),
             fast_poll=not args.flower_poll, progress=not args.quiet,
         )  # fmt: skip
     except (DeployError, ConfigError) as err:

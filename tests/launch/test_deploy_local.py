@@ -52,6 +52,7 @@ def test_three_supernodes_one_restarted_bytes_checked_on_the_wire(tmp_path: Path
     ]
     assert resent[0]["codec"] == "identity", resent  # it lost its model: the server sent the full one
     wire = result["wire"]
+    print("wire vs ledger:", json.dumps(wire))  # shown with -s: the numbers behind the tolerance
     assert wire_agrees(wire), wire
     assert not [p for p in result["pids"] if _alive(p)], "a started process is still running"
     assert not tagged_pids(result["tag"]), "a process from this deployment is still running"
