@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tempfile.mkdtemp(prefix=f"fedcompress-bench-deploy-{rep}-"))
         r = deploy(
             args.nodes, args.rounds, tls=True, auth=True, workdir=root / "fc", fast_poll=fast,
-            run_config={"local-epochs": 2, "uplink": "identity", "downlink": "identity"},
+            run_config={"local-epochs": 2, "partitioning": "iid", "uplink": "identity", "downlink": "identity"},
         )  # fmt: skip
         out["fedcompress"].append(r["seconds_per_round"])
         gaps = deploy_plain(args.nodes, args.rounds, root / "plain", fast)
