@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from fedcompress.launch.deployment import DeployError, Federation, deploy
+from fedcompress.launch.deployment import DeployError, Federation, _exit_on_sigterm, deploy
 from fedcompress.launch.process import write_run_config
 
 PLAIN_APP = Path(__file__).resolve().parents[2] / "simulations" / "baselines" / "plain_fedavg"
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "--flower-poll", action="store_true", help="Flower's 1 s SuperExec task polling (the 'before')"
     )
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `finally` stops the federation on SIGTERM too
     fast = not args.flower_poll
     out: dict[str, list[float]] = {"fedcompress": [], "plain": []}
     for rep in range(args.reps):
