@@ -47,8 +47,5 @@ def comparison_table(ours: dict[str, Any], fp32: dict[str, Any]) -> dict[str, An
         "fp32 / compressed", "", "", f"{ratios['uplink_x']}x", f"{ratios['downlink_x']}x", f"{ratios['total_x']}x",
     ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    text = "\n".join(
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    )
+    text = "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows)
     return {"text": text, "ratios": ratios}
