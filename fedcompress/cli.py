@@ -148,6 +148,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_certs(sub: argparse._SubParsersAction) -> None:
+    from fedcompress.launch.certs import register
+
+    register(sub)
+
+
 def _add_device_model(sub: argparse._SubParsersAction) -> None:
     from fedcompress.tiers.commands import register
 
@@ -163,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_export(sub)
     _add_device_model(sub)
+    _add_certs(sub)
     _add_study(sub)
     _add_passthrough(
         sub, "deploy", "run the app on Flower's deployment engine (SuperLink + SuperNodes)",

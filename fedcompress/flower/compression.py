@@ -262,7 +262,18 @@ class Compression(Strategy):
             else:
                 self.accepted[server_round] = self.accepted.get(server_round, 0) + 1
                 accepted.append(reply)
+        self._forget_silent(replies)
         return accepted
+
+    def _forget_silent(self, replies: list[Message]) -> None:
+        """A partition sent a model this round that did not answer itself (it died or restarted, or the SuperLink
+        answered NODE_UNAVAILABLE for it, an error reply that names no partition) may or may not hold what we
+        sent: forget what it holds, so its next downlink is the full model instead of an unusable delta. (A node
+        whose payload was rejected did receive its model: it keeps it.)"""
+        answered = {self.partition_of.get(m.metadata.src_node_id, -1) for m in replies if not m.has_error()}
+        for pid in set(self.received) - answered:
+            self.held.pop(pid, None)
+            self.no_shared_base.add(pid)
 
     def _decode_reply(self, pid: int, reply: Message) -> None:
         """Replace an encoded update by the full weights the inner strategy expects (received + delta)."""
