@@ -14,6 +14,9 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcompress.config import RunConfig
+from fedcompress.flower.attacks import attack_mod
+from fedcompress.flower.client_state import state_store_mod
+from fedcompress.flower.faults import delivery_mod, fault_mod
 from fedcompress.flower.mod import attach, make_compression_mod
 from fedcompress.flower.protocol import (
     DEFAULT_RECORD_KEY,
@@ -64,7 +67,9 @@ def _partition_id(context: Context) -> int:
     return int(context.node_config[PARTITION_ID])
 
 
-@app.train(mods=[compression_mod])
+# client_state.py: round-versioned state on disk; faults.py: fault injection, error feedback follows delivery
+# attacks.py: poisoned updates, made before (inside) compression so they travel the same pipeline
+@app.train(mods=[state_store_mod, fault_mod, delivery_mod, compression_mod, attack_mod])
 def train_fn(msg: Message, context: Context) -> Message:
     cfg = run_config(context)
     pid = _partition_id(context)

@@ -20,6 +20,7 @@ from fedcompress.config import RunConfig, check_keys, defaults
 from fedcompress.errors import RunError
 from fedcompress.launch.process import (
     OFFLINE_ENV,
+    TAG_ENV,
     free_ports,
     is_complete,
     kill_tree,
@@ -61,8 +62,18 @@ def simulate(
     echo: Callable[[str], None] | None = print,
     verbose: bool = False,
     timeout: float | None = None,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one simulation; returns its summary. Raises SimulationError if it did not complete."""
+    """Run one simulation; returns its summary. Raises SimulationError if it did not complete.
+
+    `resume`: a run directory to continue from its checkpoint (a finished one is returned as it is)."""
+    if resume is not None:
+        summary = read_summary(Path(resume))
+        if is_complete(summary):
+            return {**summary, "run_dir": str(Path(resume).resolve())}  # type: ignore[dict-item]
+        from fedcompress.launch.resume import resume_overrides
+
+        overrides = resume_overrides(Path(resume), overrides)
     cfg = resolve_config(overrides)
     _check_data(cfg)
     overrides = absolute_paths(overrides, default_run_dir(cfg.run_dir, cfg.dataset, cfg.digest()))
@@ -96,7 +107,7 @@ def run_flower_app(
         cfg_file = write_run_config(Path(home) / "run-config.toml", overrides)
         http_port, control_port = free_ports(2)
         env = {
-            **os.environ, **OFFLINE_ENV, "FLWR_HOME": home,
+            **os.environ, **OFFLINE_ENV, "FLWR_HOME": home, TAG_ENV: os.environ.get(TAG_ENV, home),
             "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port), "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
         }  # fmt: skip
         cpus = int(cpus_per_client) if float(cpus_per_client).is_integer() else cpus_per_client
