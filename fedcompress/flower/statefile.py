@@ -53,7 +53,7 @@ def fsync_dir(folder: Path) -> None:
 def save_state(path: Path, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Arrays and a JSON-able header, atomically (uncompressed: model tensors hardly compress)."""
     buf = io.BytesIO()
-    header = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)  # insertion order kept: it is meaningful
     np.savez(buf, **{META: header}, **{k: np.asarray(v) for k, v in arrays.items()})
     write_atomic(path, buf.getvalue())
 
