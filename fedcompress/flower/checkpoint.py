@@ -161,6 +161,14 @@ class Checkpointer:
         save_state(self.folder / STATE, {**state, **inner_arrays}, meta)
         self._collect(comp.held)
 
+    def release(self) -> None:
+        """After a complete run: drop the held models and the simulation's client state store (a run directory
+        should not keep a model per client); `state.npz` stays, so the config check still works."""
+        import shutil
+
+        shutil.rmtree(self.folder / "held", ignore_errors=True)
+        shutil.rmtree(self.folder.parent / "client-state", ignore_errors=True)
+
     def _collect(self, held: dict[int, tuple[int, Any]]) -> None:
         """Delete held-model versions the checkpoint no longer names."""
         keep = {held_name(pid, rnd).split("/", 1)[1] for pid, (rnd, _) in held.items()}

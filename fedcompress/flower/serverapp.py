@@ -63,6 +63,8 @@ def main(grid: Grid, context: Context) -> None:
         recorder.finish(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     summary = recorder.finish()
+    if ckpt is not None:  # finished: the per-client files are no longer needed (state.npz stays, small)
+        ckpt.release()
     print(
         f"fedcompress: done: final accuracy {summary['final_accuracy']}, best {summary['best_accuracy']} "
         f"(round {summary['best_round']}), uplink {summary['uplink_mb']:.2f} MB, downlink {summary['downlink_mb']:.2f} MB, "
