@@ -61,7 +61,7 @@ def run_cell(name: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     overrides = {**overrides, "run-dir": str(run_dir)}
     if can_resume(run_dir, overrides):
         overrides["resume-run"] = True
-    summary = simulate(overrides, echo=print, cpus_per_client=0.5)
+    summary = simulate(overrides, echo=print)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     failed = {k: sum(int(r.get(k, 0)) for r in rows) for k in
               ("failed_exception", "failed_rejected", "failed_norm_bound", "failed_timeout")}  # fmt: skip
