@@ -59,6 +59,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs Ray gives each virtual client")
     p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines too")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", default=None,
+        help="continue a killed run from its checkpoint (its stored config; the final model is the same bits)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_simulate)
 
 
@@ -66,7 +70,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from fedcompress.launch.simulation import simulate
 
     overrides = run_config_overrides(args)
-    summary = simulate(overrides, cpus_per_client=args.cpus_per_client, verbose=args.verbose)
+    summary = simulate(
+        overrides, cpus_per_client=args.cpus_per_client, verbose=args.verbose, resume=args.resume
+    )
     if args.compare_fp32:
         from fedcompress.launch.compare import compare_with_fp32
 

@@ -22,6 +22,7 @@ from fedcompress.errors import ConfigError
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
 MODEL_CHOICES = ("auto", "cnn8", "cnn8bn", "cnn28", "cnn28bn", "cnn32", "lstm")
 TIER_TRAINING = ("distill", "separate", "heterofl")
+ATTACKS = ("none", "sign-flip", "scale", "random")
 DEFAULT_UPLINK = "topk(0.05) > ef > uniform(4) > entropy"  # a compression framework compresses by default
 DEFAULT_DOWNLINK = "topk(0.2) > uniform(4) > entropy"
 
@@ -146,6 +147,55 @@ class RunConfig:
         "GPU share Ray reserves per virtual client (0.25: four clients share a GPU; 0: no reservation)",
         check=NON_NEGATIVE,
     )
+    checkpoint: bool = key(
+        True, "write a checkpoint after every round (continue a killed run with --resume RUN_DIR)"
+    )
+    resume_run: bool = key(False, "continue from the run directory's checkpoint (what --resume RUN_DIR sets)")
+    fail_prob: float = key(
+        0.0,
+        "fault injection: chance a sampled client fails in a round (seeded)",
+        check=Check(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    )
+    straggler_prob: float = key(
+        0.0,
+        "fault injection: chance a sampled client is slow in a round (seeded)",
+        check=Check(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    )
+    straggler_delay: float = key(
+        0.0, "fault injection: seconds a slow client waits before replying", check=NON_NEGATIVE
+    )
+    round_timeout: float = key(
+        0.0, "seconds the server waits for a round's replies (0 = Flower's 3600)", check=NON_NEGATIVE
+    )
+    min_reply_fraction: float = key(
+        0.0,
+        "fewer accepted replies than this share of the sampled clients: the round keeps the previous model",
+        check=Check(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    )
+    attack: str = key("none", "what attacking clients send instead of their update", choices=ATTACKS)
+    attack_fraction: float = key(
+        0.0,
+        "share of clients (partitions, seeded) that attack",
+        check=Check(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    )
+    attack_scale: float = key(
+        10.0,
+        "attack strength: the factor of 'scale' and 'sign-flip', the std of 'random' relative to the update",
+        check=POSITIVE,
+    )
+    norm_bound: float = key(
+        0.0, "server: reject updates whose L2 norm exceeds this (0 = off)", check=NON_NEGATIVE
+    )
+    num_malicious: int = key(
+        0,
+        "attackers the robust strategies (krum, multikrum, bulyan) assume per round",
+        check=Check(lambda v: v >= 0, "an integer >= 0"),
+    )
+    trim_beta: float = key(
+        0.2,
+        "share trimmed at each end by fedtrimmedavg",
+        check=Check(lambda v: 0 <= v < 0.5, "a number in [0, 0.5)"),
+    )
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -198,7 +248,7 @@ class RunConfig:
 
     def digest(self) -> str:
         """A short hash of the resolved config (run-dir excluded), to tell runs apart and skip finished ones."""
-        body = {k: v for k, v in self.as_run_config().items() if k != "run-dir"}
+        body = {k: v for k, v in self.as_run_config().items() if k not in ("run-dir", "resume-run")}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -15,6 +15,9 @@ from flwr.clientapp import ClientApp
 
 from fedcompress.accel import resolve_device
 from fedcompress.config import RunConfig
+from fedcompress.flower.attacks import attack_mod
+from fedcompress.flower.client_state import state_store_mod
+from fedcompress.flower.faults import delivery_mod, fault_mod
 from fedcompress.flower.mod import attach, make_compression_mod
 from fedcompress.flower.protocol import (
     DEFAULT_RECORD_KEY,
@@ -66,7 +69,9 @@ def _partition_id(context: Context) -> int:
     return int(context.node_config[PARTITION_ID])
 
 
-@app.train(mods=[compression_mod])
+# client_state.py: round-versioned state on disk; faults.py: fault injection, error feedback follows delivery
+# attacks.py: poisoned updates, made before (inside) compression so they travel the same pipeline
+@app.train(mods=[state_store_mod, fault_mod, delivery_mod, compression_mod, attack_mod])
 def train_fn(msg: Message, context: Context) -> Message:
     cfg = run_config(context)
     pid = _partition_id(context)

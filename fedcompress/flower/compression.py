@@ -23,6 +23,7 @@ from fedcompress.errors import PayloadError
 from fedcompress.flower.measurement import Note, Notes
 from fedcompress.flower.payload import payload_of, payload_record, raw_nbytes
 from fedcompress.flower.protocol import (
+    APPLIED_ROUND,
     BASE_DIGEST,
     BASE_ROUND,
     DEFAULT_RECORD_KEY,
@@ -45,6 +46,7 @@ from fedcompress.flower.records import (
     record_spec,
     record_to_numpy,
 )
+from fedcompress.flower.replies import check_reply, split_by_metric_keys
 
 log = logging.getLogger("fedcompress")
 
@@ -105,6 +107,8 @@ class Compression(Strategy):
         self.rejections: dict[int, int] = {}
         self.accepted: dict[int, int] = {}
         self.train_metrics: dict[int, MetricRecord | None] = {}
+        self.applied: dict[int, int] = {}  # pid -> last round its update reached the model (faults.py)
+        self._accepted_pids: list[int] = []
         self.spec: Spec | None = None  # the model's names, shapes and dtypes (from the first arrays seen)
         self._coded: dict[str, tuple[tuple[int, ...], str]] = {}
 
@@ -186,6 +190,7 @@ class Compression(Strategy):
                 pid, tier=self.tier
             )
         config = ConfigRecord(dict(content["config"]))
+        config[APPLIED_ROUND] = self.applied.get(pid, -1)  # the client's error feedback follows it
         held = self.held.get(pid)
         if held is None and self.shared_initial is not None and pid not in self.no_shared_base:
             held = (0, self.shared_initial)
@@ -226,6 +231,8 @@ class Compression(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = self.inner.aggregate_train(server_round, self.decode_replies(server_round, replies))
+        if arrays is not None:  # their updates reached the model (None: e.g. too few replies, model kept)
+            self.applied.update(dict.fromkeys(self._accepted_pids, server_round))
         self.train_metrics[server_round] = metrics
         return arrays, metrics
 
@@ -237,6 +244,7 @@ class Compression(Strategy):
         partition_of = self.partition_of
         replies = sorted(replies, key=lambda m: partition_of.get(m.metadata.src_node_id, -1))
         accepted: list[Message] = []
+        self._accepted_pids = []
         for reply in replies:
             pid = partition_of.get(reply.metadata.src_node_id, -1)
             reason = ""
@@ -246,6 +254,7 @@ class Compression(Strategy):
                 self.no_shared_base.add(pid)
             else:
                 try:
+                    check_reply(reply, self.key, self._weight_key())  # replies.py: the records' structure
                     self._decode_reply(pid, reply)
                 except PayloadError as err:  # the peer's bytes are at fault; a bug in our code raises
                     reason = f"rejected payload: {err}"
@@ -262,8 +271,33 @@ class Compression(Strategy):
             else:
                 self.accepted[server_round] = self.accepted.get(server_round, 0) + 1
                 accepted.append(reply)
+                self._accepted_pids.append(pid)
+        accepted, odd = split_by_metric_keys(accepted)  # Flower refuses to aggregate differing metric keys
+        for reply in odd:
+            self._reject_late(
+                server_round, reply, "rejected payload: metric keys differ from the round's others"
+            )
         self._forget_silent(replies)
         return accepted
+
+    def _reject_late(self, server_round: int, reply: Message, reason: str) -> None:
+        """Reject a reply that passed decoding (counted, in its ledger row, reported)."""
+        pid = self.partition_of.get(reply.metadata.src_node_id, -1)
+        self.accepted[server_round] -= 1
+        self.rejections[server_round] = self.rejections.get(server_round, 0) + 1
+        self._accepted_pids.remove(pid)
+        self.notes.update(reply, rejected=reason)
+        log.warning("round %d: client partition %d: %s", server_round, pid, reason)
+        if self.on_reject:
+            self.on_reject(server_round, pid, reason)
+
+    def _weight_key(self) -> str:
+        from fedcompress.flower.sampling import strategy_chain
+
+        for s in strategy_chain(self.inner):
+            if isinstance(getattr(s, "weighted_by_key", None), str):
+                return s.weighted_by_key
+        return "num-examples"
 
     def _forget_silent(self, replies: list[Message]) -> None:
         """A partition sent a model this round that did not answer itself (it died or restarted, or the SuperLink

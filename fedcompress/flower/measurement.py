@@ -80,7 +80,7 @@ class Meter:
         record = None if msg.has_error() else msg.content.get(self.key)
         record = record if isinstance(record, ArrayRecord) else None
         metrics = None if msg.has_error() else msg.content.get("metrics")
-        reported = int(metrics.get(METADATA_METRIC, 0)) if isinstance(metrics, MetricRecord) else 0
+        reported = _reported(metrics.get(METADATA_METRIC, 0)) if isinstance(metrics, MetricRecord) else 0
         with measuring():
             return Transfer(
                 round=self.round if server_round is None else server_round,
@@ -236,6 +236,13 @@ class Measured(Strategy):
     def summary(self) -> None:
         log.info("Measured (every message recorded in the ledger) around:")
         self.inner.summary()
+
+
+def _reported(value: Any) -> int:
+    """The client's metadata-bytes metric if it is a sane count (a hostile reply may put anything there)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return int(value)
+    return 0
 
 
 def _numel(record: ArrayRecord) -> int:

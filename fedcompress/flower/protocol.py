@@ -19,6 +19,9 @@ BASE_ROUND = (
 )
 BASE_DIGEST = "fedcompress.base-digest"  # digest of that base model, checked by the client
 WIDTH = "fedcompress.width"  # model width of the node's device tier
+APPLIED_ROUND = (
+    "fedcompress.applied-round"  # last round whose update from this node reached the model (-1: none)
+)
 RECORD_KEY = "fedcompress.record-key"  # name of the ArrayRecord holding the model, when not "arrays"
 SERVER_ROUND = "server-round"  # set by Flower's strategies
 DEFAULT_RECORD_KEY = "arrays"

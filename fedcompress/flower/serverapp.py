@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
 from fedcompress.accel import resolve_device
 from fedcompress.config import RunConfig
 from fedcompress.devices import DeviceProfile, artefact_size_fn, assign_tiers, fit_tier
 from fedcompress.devices.config import parse_tier_config
 from fedcompress.errors import RunError
+from fedcompress.flower.checkpoint import Checkpoint, Checkpointer, run_rounds
+from fedcompress.flower.health import Failures, NormBound, Quorum, count_timeouts, wire
 from fedcompress.flower.records import load_record, state_to_numpy, state_to_record
-from fedcompress.flower.sampling import discover_partitions
+from fedcompress.flower.sampling import discover_partitions, sample_partitions
 from fedcompress.flower.strategies import make_strategy
 from fedcompress.flower.strategy import FedCompress
 from fedcompress.flower.tiered import TieredStrategy
@@ -43,12 +47,14 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_run_config(context.run_config)
     torch.set_num_threads(1)
+    run_dir = default_run_dir(cfg.run_dir, cfg.dataset, cfg.digest())
+    ckpt, resumed = open_checkpoint(cfg, run_dir)  # checkpoint.py: exact resume
     recorder = RunRecorder(
-        default_run_dir(cfg.run_dir, cfg.dataset, cfg.digest()), cfg.as_run_config(), cfg.digest()
+        run_dir, cfg.as_run_config(), cfg.digest(), resume_at=resumed.offsets if resumed else None
     )
     print(f"fedcompress: run directory {recorder.run_dir}", flush=True)
     try:
-        _run(grid, cfg, recorder)
+        _run(grid, cfg, recorder, ckpt, resumed)
     except TargetReached as reached:
         print(
             f"fedcompress: target accuracy {cfg.target_accuracy} reached at round {reached.round}; stopping",
@@ -58,6 +64,8 @@ def main(grid: Grid, context: Context) -> None:
         recorder.finish(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     summary = recorder.finish()
+    if ckpt is not None:  # finished: the per-client files are no longer needed (state.npz stays, small)
+        ckpt.release()
     print(
         f"fedcompress: done: final accuracy {summary['final_accuracy']}, best {summary['best_accuracy']} "
         f"(round {summary['best_round']}), uplink {summary['uplink_mb']:.2f} MB, downlink {summary['downlink_mb']:.2f} MB, "
@@ -66,31 +74,39 @@ def main(grid: Grid, context: Context) -> None:
     )
 
 
-def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
+def _run(
+    grid: Grid, cfg: RunConfig, recorder: RunRecorder, ckpt: Checkpointer | None, resumed: Checkpoint | None
+) -> None:
     ds = dataset(cfg)
     model = make_model(cfg)
     device = resolve_device(cfg.device)
     evaluate_on = DeviceEvaluator(device)  # the CPU model stays what is saved; a device twin evaluates
     test_key = (cfg.digest(), "test")
     declared: dict[int, dict] = {}
+    failures = Failures()
     if cfg.tiers:
         partitions = discover_partitions(grid, cfg.num_partitions, declared=declared)
         strategy = _tiered_strategy(cfg, partitions, declared, recorder, device)
     else:
         strategy = FedCompress(
-            make_strategy(cfg),
+            guarded(make_strategy(cfg), cfg, failures),  # health.py: norm bound, quorum
             clients_per_round=cfg.clients_per_round,
             seed=cfg.seed,
             uplink=cfg.uplink,
             downlink=cfg.downlink,
             ledger=recorder.ledger,
+            on_reject=failures.on_reject,
             shared_initial={k: v.copy() for k, v in state_to_numpy(model).items()}
             if cfg.downlink_shared_init
             else None,
         )
+        wire(strategy, failures)
         strategy.discover(
-            grid, cfg.num_partitions, declared=declared
+            grid, cfg.num_partitions, declared=declared, at_round=resumed.round + 1 if resumed else 0
         )  # queries measured; stock nodes: plain fp32
+        if resumed:
+            resumed.restore(strategy)
+            load_record(model, resumed.arrays)
 
     def central_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         last = server_round == cfg.num_server_rounds
@@ -106,28 +122,47 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
         train_loss = (
             float(train_metrics["train_loss"]) if train_metrics and "train_loss" in train_metrics else None
         )
-        row = recorder.end_round(server_round, {**metrics, "train_loss": train_loss})
+        if server_round > 0 and isinstance(strategy, FedCompress):
+            sampled = sample_partitions(
+                cfg.seed, server_round, list(strategy.partitions), cfg.clients_per_round
+            )
+            count_timeouts(strategy, failures, server_round, sampled)
+        health = failures.row(server_round)
+        row = recorder.end_round(server_round, {**metrics, "train_loss": train_loss, **health})
+        if ckpt is not None and isinstance(strategy, FedCompress):
+            ckpt.save(server_round, arrays, strategy)
         if server_round > 0:
             acc = "" if row["accuracy"] is None else f"acc {row['accuracy']:.4f}  "
             print(
                 f"round {server_round:4d}/{cfg.num_server_rounds}  {acc}up {row['uplink_bytes'] / 1e6:8.3f} MB  "
                 f"down {row['downlink_bytes'] / 1e6:8.3f} MB  total {(row['uplink_bytes_cum'] + row['downlink_bytes_cum']) / 1e6:9.2f} MB  "
-                f"{row['seconds']:.2f} s" + (f"  rejected {row['rejected']}" if row["rejected"] else ""),
+                f"{row['seconds']:.2f} s"
+                + (f"  rejected {row['rejected']}" if row["rejected"] else "")
+                + "".join(f"  {k[7:]} {v}" for k, v in health.items() if k.startswith("failed_") and v)
+                + ("  kept previous model" if health["kept_previous_model"] else ""),
                 flush=True,
             )
         _check_trained(strategy, server_round)
-        if server_round > 0 and cfg.target_accuracy > 0 and (row["accuracy"] or 0.0) >= cfg.target_accuracy:
-            raise TargetReached(server_round)
+        check_target(cfg, [row], server_round)
         return MetricRecord({k: v for k, v in metrics.items() if v is not None}) if due else None
 
+    timeout = cfg.round_timeout or 3600.0
     try:
-        strategy.start(
-            grid=grid,
-            initial_arrays=state_to_record(model),
-            num_rounds=cfg.num_server_rounds,
-            train_config=ConfigRecord({"lr": cfg.learning_rate}),
-            evaluate_fn=central_eval,
-        )
+        if resumed is not None and isinstance(strategy, FedCompress):
+            check_target(cfg, recorder.rows, resumed.round)
+            run_rounds(
+                strategy, grid, resumed.arrays, first_round=resumed.round + 1, num_rounds=cfg.num_server_rounds,
+                timeout=timeout, train_config=ConfigRecord({"lr": cfg.learning_rate}), evaluate_fn=central_eval,
+            )  # fmt: skip
+        else:
+            strategy.start(
+                grid=grid,
+                initial_arrays=state_to_record(model),
+                num_rounds=cfg.num_server_rounds,
+                timeout=timeout,
+                train_config=ConfigRecord({"lr": cfg.learning_rate}),
+                evaluate_fn=central_eval,
+            )
     finally:
         _save_models(recorder.run_dir, strategy, model)
     last = cfg.num_server_rounds
@@ -135,6 +170,41 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
         raise RunError(
             f"round {last}, the last: every reply was rejected; the final model was not trained by it"
         )
+
+
+def guarded(inner: Strategy, cfg: RunConfig, failures: Failures) -> Strategy:
+    """The inner strategy behind the server's guards the config asks for (health.py)."""
+    if cfg.min_reply_fraction > 0:
+        inner = Quorum(inner, min_fraction=cfg.min_reply_fraction, failures=failures)
+    if cfg.norm_bound > 0:
+        inner = NormBound(inner, bound=cfg.norm_bound)
+    return inner
+
+
+def open_checkpoint(cfg: RunConfig, run_dir: Path) -> tuple[Checkpointer | None, Checkpoint | None]:
+    """The run's checkpointer (None: checkpoints off, or tiers, which do not checkpoint yet) and, when resuming,
+    the checkpoint to continue from (None: nothing saved yet, start afresh)."""
+    if not cfg.checkpoint or cfg.tiers:
+        if cfg.resume_run:
+            raise RunError(
+                "resume needs checkpoint=true and a run without tiers (tiered runs do not checkpoint yet)"
+            )
+        return None, None
+    ckpt = Checkpointer(run_dir, cfg.as_run_config())
+    resumed = ckpt.load() if cfg.resume_run else None
+    if resumed is None:  # a fresh start: nothing of an earlier run in this folder may be mistaken for ours
+        for stale in (ckpt.folder, run_dir / "client-state"):
+            shutil.rmtree(stale, ignore_errors=True)
+    if resumed is not None:
+        print(f"fedcompress: resuming after round {resumed.round} from {ckpt.folder}", flush=True)
+    return ckpt, resumed
+
+
+def check_target(cfg: RunConfig, rows: list[dict], server_round: int) -> None:
+    """End the run once central accuracy reached `target-accuracy` (also when a resumed run had reached it)."""
+    acc = rows[-1].get("accuracy") if rows else None
+    if server_round > 0 and cfg.target_accuracy > 0 and (acc or 0.0) >= cfg.target_accuracy:
+        raise TargetReached(server_round)
 
 
 def _check_trained(strategy: FedCompress | TieredStrategy, server_round: int) -> None:

@@ -142,11 +142,16 @@ class FedCompress(Measured):
                 self.meter.finish(t, r)
 
     def discover(
-        self, grid: Grid, expected: int | None = None, declared: dict[int, dict[str, Any]] | None = None
+        self,
+        grid: Grid,
+        expected: int | None = None,
+        declared: dict[int, dict[str, Any]] | None = None,
+        at_round: int = 0,
     ) -> dict[int, int]:
-        """Find the nodes and their partitions (queries measured in the ledger, round 0); applies `plain_clients`."""
+        """Find the nodes and their partitions (queries measured in the ledger at `at_round`: 0, or the round a
+        resumed run continues with); applies `plain_clients`."""
         measured = self.wrap(grid)
-        self.meter.round = 0
+        self.meter.round = at_round
         found = discover_partitions(
             measured, expected or self.expected_nodes or self.clients_per_round, timeout=self.discovery_timeout,
             declared=declared, plain=self.plain,

@@ -7,6 +7,7 @@ nothing is left running and concurrent launches never share a SuperLink.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 from fedcompress.config import RunConfig, check_keys, defaults
 from fedcompress.errors import ConfigError, RunError
 from fedcompress.launch.process import (
+    TAG_ENV,
     free_ports,
     is_complete,
     kill_tree,
@@ -60,8 +62,18 @@ def simulate(
     echo: Callable[[str], None] | None = print,
     verbose: bool = False,
     timeout: float | None = None,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one simulation; returns its summary. Raises SimulationError if it did not complete."""
+    """Run one simulation; returns its summary. Raises SimulationError if it did not complete.
+
+    `resume`: a run directory to continue from its checkpoint (a finished one is returned as it is)."""
+    if resume is not None:
+        summary = read_summary(Path(resume))
+        if is_complete(summary):
+            return {**summary, "run_dir": str(Path(resume).resolve())}  # type: ignore[dict-item]
+        from fedcompress.launch.resume import resume_overrides
+
+        overrides = resume_overrides(Path(resume), overrides)
     cfg = resolve_config(overrides)
     check_devices(cfg)
     _check_data(cfg)
@@ -101,6 +113,7 @@ def run_flower_app(
             FLWR_HOME=home,
             FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
             FLWR_LOCAL_CONTROL_API_PORT=str(control_port),
+            **{TAG_ENV: os.environ.get(TAG_ENV, home)},
         )
         cmd = [
             sys.executable, "-m", "flwr.cli.app", "run", str(app_dir), "--stream",

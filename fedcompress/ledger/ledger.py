@@ -52,6 +52,17 @@ class Ledger:
         self.cumulative: dict[str, int] = defaultdict(int)
 
     def record(self, t: Transfer) -> None:
+        self._count(t)
+        if self._file:
+            self._file.write(json.dumps({**asdict(t), "ratio": round(t.ratio, 3)}) + "\n")
+
+    def replay(self, rows: list[dict]) -> None:
+        """Count rows already in the file (a resumed run) without writing them again."""
+        names = set(Transfer.__dataclass_fields__)
+        for row in rows:
+            self._count(Transfer(**{k: v for k, v in row.items() if k in names}))
+
+    def _count(self, t: Transfer) -> None:
         totals = self._rounds[t.round]
         for key in ("message_bytes", "payload_bytes", "raw_bytes", "encoded_bytes", "metadata_bytes"):
             totals[f"{t.direction}_{key}"] += getattr(t, key)
@@ -61,8 +72,6 @@ class Ledger:
             totals[f"{t.direction}_message_bytes/{t.tier}"] += t.message_bytes
         if t.rejected:
             totals["rejected"] += 1
-        if self._file:
-            self._file.write(json.dumps({**asdict(t), "ratio": round(t.ratio, 3)}) + "\n")
 
     def round_totals(self, server_round: int) -> dict[str, int]:
         return dict(self._rounds.get(server_round, {}))

@@ -59,16 +59,24 @@ def environment() -> dict[str, str]:
 class RunRecorder:
     """Per-round metrics (`metrics.jsonl`) joined with the ledger's per-round byte totals."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], config_hash: str) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        config_hash: str,
+        resume_at: tuple[int, int] | None = None,
+    ) -> None:
+        """`resume_at`: (ledger bytes, metrics bytes) a checkpoint ended at: keep those lines, drop the rest."""
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("summary.json", "metrics.jsonl", "ledger.jsonl"):
-            (run_dir / stale).unlink(missing_ok=True)
+        (run_dir / "summary.json").unlink(missing_ok=True)
+        kept = _truncate(run_dir, resume_at)
         meta = {"config": config, "config_hash": config_hash, "environment": environment()}
         (run_dir / "config.json").write_text(json.dumps(meta, indent=2))
         self.ledger = Ledger(run_dir / "ledger.jsonl")
+        self.ledger.replay(kept["ledger.jsonl"])
         self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = kept["metrics.jsonl"]
         self._t_last = time.perf_counter()
         self._t_start = self._t_last
 
@@ -108,6 +116,23 @@ class RunRecorder:
         summary.update(status=status, error=error, wall_seconds=round(time.perf_counter() - self._t_start, 2))
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _truncate(run_dir: Path, resume_at: tuple[int, int] | None) -> dict[str, list[dict[str, Any]]]:
+    """Fresh run: no ledger or metrics. Resumed: both cut at the checkpoint's offsets; their rows."""
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for name, size in zip(("ledger.jsonl", "metrics.jsonl"), resume_at or (0, 0), strict=True):
+        path = run_dir / name
+        if resume_at is None or not path.exists():
+            path.unlink(missing_ok=True)
+            kept[name] = []
+            continue
+        if path.stat().st_size < size:
+            raise ValueError(f"{path} holds {path.stat().st_size} bytes, fewer than its checkpoint's {size}")
+        with open(path, "rb+") as f:
+            f.truncate(size)
+        kept[name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return kept
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

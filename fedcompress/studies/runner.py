@@ -135,10 +135,15 @@ def _run_cell(
     shared machine `flwr run` can lose its local SuperLink (e.g. its port taken by another run), which is not
     the cell's fault.
     """
+    from fedcompress.launch.resume import can_resume
+
     for attempt in range(retries + 1):
+        overrides = {**cell.overrides, "run-dir": str(run_dir.resolve())}
+        if can_resume(run_dir, overrides):  # a cell killed mid-run continues from its checkpoint
+            overrides["resume-run"] = True
         try:
             simulate(
-                {**cell.overrides, "run-dir": str(run_dir.resolve())},
+                overrides,
                 echo=bars.echo(verbose), verbose=verbose, timeout=timeout,
             )  # fmt: skip
             return None
