@@ -20,7 +20,7 @@ from fedcompress.errors import ConfigError
 
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
 MODEL_CHOICES = ("auto", "cnn8", "cnn28", "cnn32", "lstm")
-TIER_TRAINING = ("distill", "separate", "heterofl")
+TIER_TRAINING = ("nested", "distill", "separate", "heterofl", "deliver")
 
 
 def key(
@@ -85,6 +85,9 @@ class RunConfig:
     distill_feature_weight: float = key(0.0, "weight of the feature (hint) distillation loss", check=lambda v: v >= 0, expect="a number >= 0")
     distill_relation_weight: float = key(0.0, "weight of the relation (RKD) distillation loss", check=lambda v: v >= 0, expect="a number >= 0")
     distill_teachers: str = key("all", "teachers of each tier", choices=("all", "wider"))
+    tier_uplink: str = key("", "per-tier uplink pipelines, 'tier: pipeline; ...' (tiers not named use uplink)")
+    tier_downlink: str = key("", "per-tier downlink pipelines, 'tier: pipeline; ...' (tiers not named use downlink)")
+    tier_refresh_every: int = key(5, "deliver mode: rounds between server-made tier models", check=lambda v: v >= 1, expect="an integer >= 1")
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -130,7 +133,13 @@ class RunConfig:
         if self.tiers or self.tier_mix:
             from fedcompress.devices.config import parse_tier_config
 
-            parse_tier_config(self.tiers, self.tier_mix)  # raises ConfigError naming the bad entry
+            tiers, _ = parse_tier_config(self.tiers, self.tier_mix)  # raises ConfigError naming the bad entry
+            from fedcompress.tiers.codecs import parse_tier_codecs
+
+            parse_tier_codecs(self.tier_uplink, "tier-uplink", tiers)
+            parse_tier_codecs(self.tier_downlink, "tier-downlink", tiers)
+        elif self.tier_uplink or self.tier_downlink:
+            raise ConfigError("config keys 'tier-uplink' / 'tier-downlink' need 'tiers' (this run has one model)")
 
     def as_run_config(self) -> dict[str, Any]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}

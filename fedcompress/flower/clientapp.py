@@ -12,6 +12,8 @@ from fedcompress.flower.records import load_record, numpy_to_record, state_to_nu
 from fedcompress.flower.sampling import QUERY_PARTITION
 from fedcompress.flower.strategy import WIDTH_KEY
 from fedcompress.task import client_partition, dataset, make_model
+from fedcompress.tiers.heterofl import SLICED_FROM_KEY, initial_slice
+from fedcompress.tiers.nested import NESTED_KEY, parse_widths, train_nested
 from fedcompress.training import evaluate, train
 
 torch.set_num_threads(1)  # one core per virtual client; Ray sizes actors by CPUs
@@ -26,7 +28,10 @@ def _width(cfg: RunConfig, config: ConfigRecord) -> float:
 def _initial_model(context: Context, config: ConfigRecord) -> dict:
     """The run's initial model (of this node's tier), rebuilt from its seed: the base of a first compressed downlink."""
     cfg = RunConfig.from_run_config(context.run_config)
-    return state_to_numpy(make_model(cfg, width=_width(cfg, config)))
+    own = state_to_numpy(make_model(cfg, width=_width(cfg, config)))
+    if SLICED_FROM_KEY in config:  # width-sliced tiers: the leading block of the seeded widest model
+        return initial_slice(state_to_numpy(make_model(cfg, width=float(config[SLICED_FROM_KEY]))), own)
+    return own
 
 
 compression_mod = make_compression_mod(_initial_model)
@@ -60,17 +65,25 @@ def train_fn(msg: Message, context: Context) -> Message:
     server_round = int(config.get("server-round", 0))
     model = make_model(cfg, width=_width(cfg, config))
     load_record(model, msg.content["arrays"])
-    loss = train(
-        model,
-        ds.x_train[train_idx],
-        ds.y_train[train_idx],
-        epochs=cfg.local_epochs,
-        lr=cfg.learning_rate,
-        momentum=cfg.momentum,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed * 1_000_003 + server_round * 1009 + pid,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-    )
+    if NESTED_KEY in config:  # nested tiers: also train each narrower tier's model (leading blocks)
+        subs = [make_model(cfg, width=w) for w in parse_widths(str(config[NESTED_KEY]))]
+        loss = train_nested(
+            model, subs, ds.x_train[train_idx], ds.y_train[train_idx], epochs=cfg.local_epochs,
+            lr=cfg.learning_rate, momentum=cfg.momentum, batch_size=cfg.batch_size,
+            seed=cfg.seed * 1_000_003 + server_round * 1009 + pid,
+        )  # fmt: skip
+    else:
+        loss = train(
+            model,
+            ds.x_train[train_idx],
+            ds.y_train[train_idx],
+            epochs=cfg.local_epochs,
+            lr=cfg.learning_rate,
+            momentum=cfg.momentum,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed * 1_000_003 + server_round * 1009 + pid,
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+        )
     content = RecordDict(
         {
             "arrays": numpy_to_record(state_to_numpy(model)),

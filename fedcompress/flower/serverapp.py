@@ -20,7 +20,9 @@ from fedcompress.flower.strategy import FedCompress
 from fedcompress.flower.tiered import TieredStrategy
 from fedcompress.ledger import RunRecorder
 from fedcompress.ledger.recorder import default_run_dir
-from fedcompress.task import dataset, make_model, proxy_indices
+from fedcompress.task import dataset, make_model, model_name, proxy_indices
+from fedcompress.tiers import SLICED, tier_codecs
+from fedcompress.tiers.nested import check_sliceable
 from fedcompress.training import evaluate
 
 log = logging.getLogger("fedcompress")
@@ -93,6 +95,8 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
             if isinstance(strategy, TieredStrategy):  # every tier's model on the same test set
                 for t, tier_model in strategy.tier_models().items():
                     metrics[f"accuracy/{t}"] = evaluate(tier_model, ds.x_test, ds.y_test)[1]
+        if isinstance(strategy, TieredStrategy) and server_round in strategy.make_seconds:
+            metrics["server_make_seconds"] = strategy.make_seconds[server_round]  # making device models
         train_metrics = strategy.train_metrics.get(server_round)
         train_loss = (
             float(train_metrics["train_loss"]) if train_metrics and "train_loss" in train_metrics else None
@@ -138,6 +142,8 @@ def _tiered_strategy(
 ) -> TieredStrategy:
     """Tiers from the config; a node that declared a device profile gets the largest tier that fits it."""
     tiers, mix = parse_tier_config(cfg.tiers, cfg.tier_mix)
+    if cfg.tier_training in SLICED:
+        check_sliceable(model_name(cfg))
     ds = dataset(cfg)
     proxy_x = torch.from_numpy(np.ascontiguousarray(ds.x_train[proxy_indices(cfg)]))
     models = {t: make_model(cfg, width=tier.width) for t, tier in tiers.items()}
@@ -163,10 +169,11 @@ def _tiered_strategy(
         clients_per_round=cfg.clients_per_round,
         seed=cfg.seed,
         mode=cfg.tier_training,
-        uplink=cfg.uplink,
-        downlink=cfg.downlink,
+        uplink=tier_codecs(cfg.tier_uplink, cfg.uplink, "tier-uplink", tiers),
+        downlink=tier_codecs(cfg.tier_downlink, cfg.downlink, "tier-downlink", tiers),
         ledger=recorder.ledger,
         proxy_x=proxy_x,
+        refresh_every=cfg.tier_refresh_every,
         distill_options={
             "epochs": cfg.distill_epochs, "lr": cfg.distill_lr, "tau": cfg.distill_tau,
             "feature_weight": cfg.distill_feature_weight, "relation_weight": cfg.distill_relation_weight,
