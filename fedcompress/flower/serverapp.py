@@ -91,10 +91,13 @@ def _run(grid: Grid, cfg: RunConfig, recorder: RunRecorder) -> None:
         metrics: dict[str, float | None] = {"accuracy": None, "loss": None}
         if due:
             load_record(model, arrays)
-            metrics["loss"], metrics["accuracy"] = evaluate(model, ds.x_test, ds.y_test)
-            if isinstance(strategy, TieredStrategy):  # every tier's model on the same test set
+            if isinstance(strategy, TieredStrategy):  # every tier's model on the same test set (widest once)
                 for t, tier_model in strategy.tier_models().items():
-                    metrics[f"accuracy/{t}"] = evaluate(tier_model, ds.x_test, ds.y_test)[1]
+                    loss, metrics[f"accuracy/{t}"] = evaluate(tier_model, ds.x_test, ds.y_test)
+                    if t == strategy.top:
+                        metrics["loss"], metrics["accuracy"] = loss, metrics[f"accuracy/{t}"]
+            else:
+                metrics["loss"], metrics["accuracy"] = evaluate(model, ds.x_test, ds.y_test)
         if isinstance(strategy, TieredStrategy) and server_round in strategy.make_seconds:
             metrics["server_make_seconds"] = strategy.make_seconds[server_round]  # making device models
         train_metrics = strategy.train_metrics.get(server_round)
