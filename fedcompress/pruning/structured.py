@@ -147,8 +147,32 @@ def structured_prune(
     maps layer names to their own ratios (layers not named keep everything). Channels are ranked by the
     L1 or L2 norm of their filter weights. Ratios must be in [0, 1).
     """
+    return prune_to_plan(model, keep_plan(model, ratio, per_layer_ratios, norm))
+
+
+def prune_to_plan(model: nn.Module, plan: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Like `structured_prune`, but keep exactly the output channels `plan` names for each chain layer.
+
+    Lets callers rank channels by their own importance (e.g. activations on data) instead of weight norms.
+    """
     chain = layer_chain(model)
-    plan = keep_plan(model, ratio, per_layer_ratios, norm)
+    missing = sorted(set(chain.layers) - set(plan))
+    if missing:
+        raise ConfigError(
+            f"keep plan lacks layers {missing}; it must name every layer of {list(chain.layers)}"
+        )
+    plan = {n: torch.sort(torch.as_tensor(plan[n], dtype=torch.long)).values for n in chain.layers}
+    for name in chain.layers:
+        n_out, idx = getattr(model, name).weight.shape[0], plan[name]
+        if (
+            idx.numel() == 0
+            or int(idx[0]) < 0
+            or int(idx[-1]) >= n_out
+            or idx.unique().numel() != idx.numel()
+        ):
+            raise ConfigError(
+                f"keep plan for {name!r} must be distinct indices in [0, {n_out}), at least one"
+            )
     pruned = copy.deepcopy(model)
     last_conv = getattr(model, chain.layers[-2])
     spatial = model.fc1.in_features // last_conv.out_channels

@@ -1,4 +1,5 @@
-"""Tier-training algorithms: how one federation trains a model for each device tier.
+"""Device tiers on the server: how one federation trains a model for each device tier (below), and delivering
+a model made for each device's budget (`fedcompress.tiers.delivery`).
 
 Modes (run-config `tier-training`):
 - "nested": every client trains its tier's width AND every narrower tier's width as the leading blocks of one
