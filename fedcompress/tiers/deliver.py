@@ -1,7 +1,9 @@
 """Tier models made on the server from the global model (the "deliver" and "nested+deliver" modes).
 
-Importance-based structured pruning of the global model to the tier's width (a smaller dense model of the same
-family), then knowledge distillation from the global model on the server's unlabeled proxy set. Time is measured,
+The first time, the delivery pipeline's importance-based structured pruning (Taylor scores on the proxy set,
+`fedcompress.tiers.delivery`) cuts the global model to the tier's width, a smaller dense model of the same family;
+every time, the tier model is distilled from the global model on the server's unlabeled proxy set (later refreshes
+start from the tier's current model, which holds what its clients learned since). Time is measured,
 because the server pays it every refresh.
 """
 
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 
 from fedcompress.distillation import distill
-from fedcompress.pruning import structured_prune
+from fedcompress.models import MODELS
 from fedcompress.tiers.feddf import load_arrays, model_arrays
 
 Arrays = OrderedDict[str, np.ndarray]
@@ -36,8 +38,11 @@ def make_tier_arrays(
     model, which holds what its clients learned); None prunes the teacher to `width` by filter importance."""
     t0 = time.perf_counter()
     if start is None:
-        pruned = structured_prune(teacher, ratio=1.0 - width) if width < 1 else teacher
-        start = model_arrays(pruned)
+        from fedcompress.tiers.delivery import channel_scores, shrink, width_channels
+
+        family = next(name for name, cls in MODELS.items() if type(teacher) is cls)
+        channels = width_channels(teacher, family, width)
+        start = model_arrays(shrink(teacher, channels, channel_scores(teacher, proxy_x)))
     load_arrays(student, start)
     opts = dict(options)
     epochs = int(opts.pop("epochs", 1))

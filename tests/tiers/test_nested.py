@@ -32,7 +32,10 @@ def test_nested_training_makes_the_leading_block_a_working_model(shared_data) ->
     nested.load_state_dict(plain.state_dict())
     train(plain, x, y, **kw)
     train_nested(nested, [build_model("cnn8", 10, 0.25), build_model("cnn8", 10, 0.5)], x, y, **kw)
-    for width, margin in ((0.25, 0.2), (0.5, 0.1)):  # a plain model's slices are far worse (0.68 at width 0.5)
+    for width, margin in (
+        (0.25, 0.2),
+        (0.5, 0.1),
+    ):  # a plain model's slices are far worse (0.68 at width 0.5)
         got = _slice_accuracy(nested, width, ds.x_test, ds.y_test)
         base = _slice_accuracy(plain, width, ds.x_test, ds.y_test)
         assert got > 0.8 and got > base + margin, (width, got, base)
