@@ -77,7 +77,7 @@ class RunConfig:
     target_accuracy: float = key(0.0, "stop the round central accuracy first reaches this (0 = run every round)", check=lambda v: 0 <= v <= 1, expect="a number in [0, 1] (0 = run every round)")
     tiers: str = key("", "device tiers, 'name=width[/storage] ...' (empty: one model)")
     tier_mix: str = key("", "share of clients per tier, 'name=fraction ...'")
-    tier_training: str = key("distill", "how tiers learn", choices=TIER_TRAINING)
+    tier_training: str = key("nested", "how tiers learn (see fedcompress.tiers)", choices=TIER_TRAINING)
     distill_epochs: int = key(1, "server distillation epochs per round", check=lambda v: v >= 0, expect="an integer >= 0")
     distill_lr: float = key(0.001, "server distillation learning rate", check=lambda v: v > 0, expect="a number > 0")
     distill_tau: float = key(2.0, "distillation temperature", check=lambda v: v > 0, expect="a number > 0")

@@ -47,9 +47,15 @@ def _evals(run: Path) -> list[dict[str, Any]]:
     return [r for r in _rows(run, "metrics.jsonl") if r.get("accuracy") is not None]
 
 
-def last_mean(run: Path, key: str = "accuracy") -> tuple[float, float]:
-    """Mean and std of `key` over the run's last LAST evaluations."""
-    vals = [float(r[key]) for r in _evals(run)[-LAST:] if r.get(key) is not None]
+def last_rounds(run: Path) -> list[int]:
+    """The rounds of the run's last LAST evaluations (a reference is read at the same rounds)."""
+    return [r["round"] for r in _evals(run)[-LAST:]]
+
+
+def last_mean(run: Path, key: str = "accuracy", rounds: list[int] | None = None) -> tuple[float, float]:
+    """Mean and std of `key` over the run's last LAST evaluations, or over its evaluations at `rounds`."""
+    picked = _evals(run)[-LAST:] if rounds is None else [r for r in _evals(run) if r["round"] in set(rounds)]
+    vals = [float(r[key]) for r in picked if r.get(key) is not None]
     if not vals:
         return math.nan, math.nan
     return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -142,10 +148,11 @@ def storage_variants(run: Path, tier: str | None, quants: list[str], tmp: Path) 
     return out
 
 
-def reference_row(run: Path, tmp: Path) -> dict[str, Any]:
-    """A single-tier run's global model: exported fp32 size, final and last-evaluations accuracy, bytes/round."""
+def reference_row(run: Path, tmp: Path, rounds: list[int] | None = None) -> dict[str, Any]:
+    """A single-tier run's global model: exported fp32 size, accuracy at `rounds` (default: its last
+    evaluations), bytes/round."""
     rep = export_from_run(run, tmp / f"{run.name}-reference.pt", "torchscript")
-    mean, std = last_mean(run)
+    mean, std = last_mean(run, rounds=rounds)
     return {
         "stored_bytes": rep["bytes_on_disk"], "accuracy": rep["accuracy"], "accuracy_last_mean": mean,
         "accuracy_last_std": std, "bytes_per_round": bytes_per_round(run), "label": f"`{run.name}`",
@@ -185,8 +192,8 @@ def render(
     if reference:
         lines.append(
             f"Reference: the global model of the single-tier run {reference['label']} (same codecs, rounds, seed): "
-            f"accuracy {reference['accuracy_last_mean']:.4f} ± {reference['accuracy_last_std']:.4f} (mean of its "
-            f"last {LAST} evaluations), {reference['bytes_per_round']:,.0f} B per round."
+            f"accuracy {reference['accuracy_last_mean']:.4f} ± {reference['accuracy_last_std']:.4f} (mean at the "
+            f"rounds of the tiered run's last {LAST} evaluations), {reference['bytes_per_round']:,.0f} B per round."
         )
     lines += [
         "",
@@ -325,7 +332,9 @@ def main(argv: list[str] | None = None) -> str:
     args = ap.parse_args(argv)
     if not 0 <= args.fgsm < 1:
         raise ConfigError(f"--fgsm must be in [0, 1) (a fraction of the value range), got {args.fgsm}")
-    scratch = {t: last_mean(run) for t, run in _scratch(args.scratch).items()}
+    scratch = {
+        t: last_mean(run, rounds=last_rounds(args.runs[0])) for t, run in _scratch(args.scratch).items()
+    }
     with tempfile.TemporaryDirectory() as tmp:
         rows = tier_rows(args.runs[0], Path(tmp), args.fgsm)
         names = [r["tier"] for r in rows]
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> str:
             if args.baseline:
                 rows += storage_variants(args.baseline, None, quants, Path(tmp))
         base = baseline_row(args.baseline, Path(tmp)) if args.baseline else None
-        ref = reference_row(args.reference, Path(tmp)) if args.reference else None
+        ref = reference_row(args.reference, Path(tmp), last_rounds(args.runs[0])) if args.reference else None
     text = render(args.runs[0], rows, base, args.runs[1:], ref, scratch, args.fgsm)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
