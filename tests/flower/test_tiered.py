@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,27 @@ def test_heterofl_aggregation_averages_each_coordinate_over_its_holders() -> Non
     np.testing.assert_array_equal(slice_like(out, {"w": (2, 2)})["w"], out["w"][:2, :2])
     assert split_clients(10, {"full": 30, "mid": 40, "tiny": 35}) == {"full": 3, "mid": 4, "tiny": 3}
     assert sum(split_clients(4, {"a": 1, "b": 100}).values()) == 4
+
+
+def test_nested_tiers_train_narrower_widths_with_their_own_codecs(tmp_path: Path) -> None:
+    """Full clients are told to train the tiny width too; tiny clients send through their own, larger codec;
+    the first downlink is already a compressed delta (from the seeded widest model's slice) and nothing is rejected."""
+    cfg = _cfg(**{"tier-training": "nested", "tier-uplink": "tiny: uniform(8) > entropy"})
+    strategy, recorder, grid = _run(cfg, tmp_path, rounds=2)
+    nested = {
+        float(m.content["config"]["fedcompress.width"]): m.content["config"].get("fedcompress.nested-widths")
+        for m in grid.sent
+        if m.metadata.message_type == "train"
+    }
+    assert nested == {1.0: "0.5", 0.5: None}
+    assert strategy.codecs["tiny"][0] == "uniform(8) > entropy"
+    assert strategy.codecs["full"][0] == cfg.uplink
+    recorder.ledger.flush()
+    rows = [json.loads(x) for x in (recorder.run_dir / "ledger.jsonl").read_text().splitlines()]
+    up = {r["tier"]: r["codec"] for r in rows if r["direction"] == "uplink"}
+    assert up == {"tiny": "uniform(8) > entropy", "full": cfg.uplink}
+    first = [r for r in rows if r["direction"] == "downlink" and r["round"] == 1]
+    assert first and all(
+        r["codec"] == cfg.downlink and r["encoded_bytes"] < r["raw_bytes"] / 3 for r in first
+    )
+    assert not any(r["rejected"] for r in rows)
