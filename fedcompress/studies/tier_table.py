@@ -55,6 +55,15 @@ def last_rounds(run: Path) -> list[int]:
 def last_mean(run: Path, key: str = "accuracy", rounds: list[int] | None = None) -> tuple[float, float]:
     """Mean and std of `key` over the run's last LAST evaluations, or over its evaluations at `rounds`."""
     picked = _evals(run)[-LAST:] if rounds is None else [r for r in _evals(run) if r["round"] in set(rounds)]
+    return _mean_std(picked, key)
+
+
+def upto_mean(run: Path, key: str, last_round: int) -> tuple[float, float]:
+    """Mean and std of `key` over the run's last LAST evaluations at or before `last_round`."""
+    return _mean_std([r for r in _evals(run) if r["round"] <= last_round][-LAST:], key)
+
+
+def _mean_std(picked: list[dict[str, Any]], key: str) -> tuple[float, float]:
     vals = [float(r[key]) for r in picked if r.get(key) is not None]
     if not vals:
         return math.nan, math.nan
@@ -219,14 +228,18 @@ def render(
     if others:
         runs = [main_run, *others]
         names = [t["tier"] for t in rows if t["share"] > 0]  # the run's tiers, not storage variants
+        cutoff = min(
+            _config(r).num_server_rounds for r in runs
+        )  # equal rounds: compare where all runs got to
         lines += [
-            "", f"### The same tiers trained other ways (accuracy per tier, mean ± std of the last {LAST} evaluations)", "",
-            "| tier training | seed | rounds | " + " | ".join(names) + " | B/round | run |",
+            "", f"### The same tiers trained other ways: accuracy per tier at equal rounds (mean ± std of the last "
+            f"{LAST} evaluations up to round {cutoff})", "",
+            "| tier training | seed | rounds run | " + " | ".join(names) + " | B/round | run |",
             "|---|---|---|" + "---|" * (len(names) + 2),
         ]  # fmt: skip
         for run in runs:
             c = _config(run)
-            accs = " | ".join(_pm(*last_mean(run, f"accuracy/{n}")) for n in names)
+            accs = " | ".join(_pm(*upto_mean(run, f"accuracy/{n}", cutoff)) for n in names)
             lines.append(
                 f"| {_how(c)} | {c.seed} | {c.num_server_rounds} | {accs} | {bytes_per_round(run):,.0f} | `{run.name}` |"
             )
