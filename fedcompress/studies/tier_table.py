@@ -164,7 +164,7 @@ def reference_row(run: Path, tmp: Path, rounds: list[int] | None = None) -> dict
     mean, std = last_mean(run, rounds=rounds)
     return {
         "stored_bytes": rep["bytes_on_disk"], "accuracy": rep["accuracy"], "accuracy_last_mean": mean,
-        "accuracy_last_std": std, "bytes_per_round": bytes_per_round(run), "label": f"`{run.name}`",
+        "accuracy_last_std": std, "bytes_per_round": bytes_per_round(run), "label": f"`{run.name}`", "path": run,
     }  # fmt: skip
 
 
@@ -242,6 +242,17 @@ def render(
             accs = " | ".join(_pm(*upto_mean(run, f"accuracy/{n}", cutoff)) for n in names)
             lines.append(
                 f"| {_how(c)} | {c.seed} | {c.num_server_rounds} | {accs} | {bytes_per_round(run):,.0f} | `{run.name}` |"
+            )
+        if reference and "path" in reference:  # the single-tier global model at the same evaluation rounds
+            run = reference["path"]
+            picked = [r["round"] for r in _evals(others[-1] if others else main_run) if r["round"] <= cutoff][
+                -LAST:
+            ]
+            acc = _pm(*last_mean(run, rounds=picked))
+            lines.append(
+                f"| single-tier global (reference) | {_config(run).seed} | {_config(run).num_server_rounds} | "
+                + " | ".join(acc for _ in names)
+                + f" | {reference['bytes_per_round']:,.0f} | `{run.name}` |"
             )
     return "\n".join(lines) + "\n"
 
