@@ -139,7 +139,9 @@ class RunConfig:
             parse_tier_codecs(self.tier_uplink, "tier-uplink", tiers)
             parse_tier_codecs(self.tier_downlink, "tier-downlink", tiers)
         elif self.tier_uplink or self.tier_downlink:
-            raise ConfigError("config keys 'tier-uplink' / 'tier-downlink' need 'tiers' (this run has one model)")
+            raise ConfigError(
+                "config keys 'tier-uplink' / 'tier-downlink' need 'tiers' (this run has one model)"
+            )
 
     def as_run_config(self) -> dict[str, Any]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
