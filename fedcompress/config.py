@@ -21,7 +21,7 @@ from fedcompress.errors import ConfigError
 
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
 MODEL_CHOICES = ("auto", "cnn8", "cnn8bn", "cnn28", "cnn28bn", "cnn32", "lstm")
-TIER_TRAINING = ("distill", "separate", "heterofl")
+TIER_TRAINING = ("nested", "distill", "separate", "heterofl", "deliver")
 ATTACKS = ("none", "sign-flip", "scale", "random")
 DEFAULT_UPLINK = "topk(0.05) > ef > uniform(4) > entropy"  # a compression framework compresses by default
 DEFAULT_DOWNLINK = "topk(0.2) > uniform(4) > entropy"
@@ -123,7 +123,7 @@ class RunConfig:
     )
     tiers: str = key("", "device tiers, 'name=width[/storage] ...' (empty: one model)")
     tier_mix: str = key("", "share of clients per tier, 'name=fraction ...'")
-    tier_training: str = key("distill", "how tiers learn", choices=TIER_TRAINING)
+    tier_training: str = key("nested", "how tiers learn (see fedcompress.tiers)", choices=TIER_TRAINING)
     distill_epochs: int = key(
         1, "server distillation epochs per round", check=Check(lambda v: v >= 0, "an integer >= 0")
     )
@@ -196,6 +196,13 @@ class RunConfig:
         "share trimmed at each end by fedtrimmedavg",
         check=Check(lambda v: 0 <= v < 0.5, "a number in [0, 0.5)"),
     )
+    tier_uplink: str = key(
+        "", "per-tier uplink pipelines, 'tier: pipeline; ...' (tiers not named use uplink)"
+    )
+    tier_downlink: str = key(
+        "", "per-tier downlink pipelines, 'tier: pipeline; ...' (tiers not named use downlink)"
+    )
+    tier_refresh_every: int = key(5, "deliver mode: rounds between server-made tier models", check=AT_LEAST_1)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -241,7 +248,15 @@ class RunConfig:
         if self.tiers or self.tier_mix:
             from fedcompress.devices.config import parse_tier_config
 
-            parse_tier_config(self.tiers, self.tier_mix)  # raises ConfigError naming the bad entry
+            tiers, _ = parse_tier_config(self.tiers, self.tier_mix)  # raises ConfigError naming the bad entry
+            from fedcompress.tiers.codecs import parse_tier_codecs
+
+            parse_tier_codecs(self.tier_uplink, "tier-uplink", tiers)
+            parse_tier_codecs(self.tier_downlink, "tier-downlink", tiers)
+        elif self.tier_uplink or self.tier_downlink:
+            raise ConfigError(
+                "config keys 'tier-uplink' / 'tier-downlink' need 'tiers' (this run has one model)"
+            )
 
     def as_run_config(self) -> dict[str, Any]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}

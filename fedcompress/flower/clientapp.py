@@ -30,6 +30,8 @@ from fedcompress.flower.protocol import (
 from fedcompress.flower.records import load_record, state_to_numpy, state_to_record
 from fedcompress.ondevice import data_on
 from fedcompress.task import client_partition, dataset, make_model
+from fedcompress.tiers.heterofl import SLICED_FROM_KEY, initial_slice
+from fedcompress.tiers.nested import NESTED_KEY, parse_widths, train_nested
 from fedcompress.training import evaluate, train
 
 torch.set_num_threads(1)  # one core per virtual client; Ray sizes actors by CPUs
@@ -54,7 +56,10 @@ def _width(cfg: RunConfig, config: ConfigRecord) -> float:
 def _initial_model(context: Context, config: ConfigRecord) -> dict:
     """The run's initial model (of this node's tier), rebuilt from its seed: the base of a first compressed downlink."""
     cfg = run_config(context)
-    return state_to_numpy(make_model(cfg, width=_width(cfg, config)))
+    own = state_to_numpy(make_model(cfg, width=_width(cfg, config)))
+    if SLICED_FROM_KEY in config:  # width-sliced tiers: the leading block of the seeded widest model
+        return initial_slice(state_to_numpy(make_model(cfg, width=float(config[SLICED_FROM_KEY]))), own)
+    return own
 
 
 compression_mod = make_compression_mod(_initial_model)
@@ -82,21 +87,23 @@ def train_fn(msg: Message, context: Context) -> Message:
     server_round = int(config.get(SERVER_ROUND, 0))
     model = make_model(cfg, width=_width(cfg, config))
     load_record(model, msg.content[key])
-    device = resolve_device(cfg.device)  # the data below crosses to a GPU once per client, then is cached
-    x, y = data_on(
-        device, (cfg.digest(), pid, "train"), lambda: (ds.x_train[train_idx], ds.y_train[train_idx])
-    )
-    loss = train(
-        model.to(device),
-        x,
-        y,
-        epochs=cfg.local_epochs,
-        lr=float(config.get("lr", cfg.learning_rate)),  # Flower's servers send "lr"; it wins over ours
-        momentum=cfg.momentum,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed * 1_000_003 + server_round * 1009 + pid,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-    )
+    lr = float(config.get("lr", cfg.learning_rate))  # Flower's servers send "lr"; it wins over ours
+    seed = cfg.seed * 1_000_003 + server_round * 1009 + pid
+    if NESTED_KEY in config:  # nested tiers: also train each narrower tier's model (leading blocks)
+        subs = [make_model(cfg, width=w) for w in parse_widths(str(config[NESTED_KEY]))]
+        loss = train_nested(
+            model, subs, ds.x_train[train_idx], ds.y_train[train_idx], epochs=cfg.local_epochs,
+            lr=lr, momentum=cfg.momentum, batch_size=cfg.batch_size, seed=seed,
+        )  # fmt: skip
+    else:
+        device = resolve_device(cfg.device)  # the data below crosses to a GPU once per client, then is cached
+        x, y = data_on(
+            device, (cfg.digest(), pid, "train"), lambda: (ds.x_train[train_idx], ds.y_train[train_idx])
+        )
+        loss = train(
+            model.to(device), x, y, epochs=cfg.local_epochs, lr=lr, momentum=cfg.momentum,
+            batch_size=cfg.batch_size, seed=seed, proximal_mu=float(config.get("proximal-mu", 0.0)),
+        )  # fmt: skip
     content = RecordDict(
         {
             key: state_to_record(model),

@@ -27,7 +27,9 @@ from fedcompress.flower.tiered import TieredStrategy
 from fedcompress.ledger import RunRecorder
 from fedcompress.ledger.recorder import default_run_dir
 from fedcompress.ondevice import DeviceEvaluator
-from fedcompress.task import dataset, make_model, proxy_indices
+from fedcompress.task import dataset, make_model, model_name, proxy_indices
+from fedcompress.tiers import SLICED, tier_codecs
+from fedcompress.tiers.nested import check_sliceable
 
 log = logging.getLogger("fedcompress")
 
@@ -114,10 +116,15 @@ def _run(
         metrics: dict[str, float | None] = {"accuracy": None, "loss": None}
         if due:
             load_record(model, arrays)
-            metrics["loss"], metrics["accuracy"] = evaluate_on(model, ds.x_test, ds.y_test, test_key)
-            if isinstance(strategy, TieredStrategy):  # every tier's model on the same test set
+            if isinstance(strategy, TieredStrategy):  # every tier's model on the same test set (widest once)
                 for t, tier_model in strategy.tier_models().items():
-                    metrics[f"accuracy/{t}"] = evaluate_on(tier_model, ds.x_test, ds.y_test, test_key)[1]
+                    loss, metrics[f"accuracy/{t}"] = evaluate_on(tier_model, ds.x_test, ds.y_test, test_key)
+                    if t == strategy.top:
+                        metrics["loss"], metrics["accuracy"] = loss, metrics[f"accuracy/{t}"]
+            else:
+                metrics["loss"], metrics["accuracy"] = evaluate_on(model, ds.x_test, ds.y_test, test_key)
+        if isinstance(strategy, TieredStrategy) and server_round in strategy.make_seconds:
+            metrics["server_make_seconds"] = strategy.make_seconds[server_round]  # making device models
         train_metrics = strategy.train_metrics.get(server_round)
         train_loss = (
             float(train_metrics["train_loss"]) if train_metrics and "train_loss" in train_metrics else None
@@ -247,6 +254,8 @@ def _tiered_strategy(
 ) -> TieredStrategy:
     """Tiers from the config; a node that declared a device profile gets the largest tier that fits it."""
     tiers, mix = parse_tier_config(cfg.tiers, cfg.tier_mix)
+    if cfg.tier_training in SLICED:
+        check_sliceable(model_name(cfg))
     ds = dataset(cfg)
     proxy_x = torch.from_numpy(np.ascontiguousarray(ds.x_train[proxy_indices(cfg)]))
     models = {t: make_model(cfg, width=tier.width) for t, tier in tiers.items()}
@@ -272,10 +281,11 @@ def _tiered_strategy(
         clients_per_round=cfg.clients_per_round,
         seed=cfg.seed,
         mode=cfg.tier_training,
-        uplink=cfg.uplink,
-        downlink=cfg.downlink,
+        uplink=tier_codecs(cfg.tier_uplink, cfg.uplink, "tier-uplink", tiers),
+        downlink=tier_codecs(cfg.tier_downlink, cfg.downlink, "tier-downlink", tiers),
         ledger=recorder.ledger,
         proxy_x=proxy_x.to(device) if device is not None else proxy_x,  # distillation runs there
+        refresh_every=cfg.tier_refresh_every,
         distill_options={
             "epochs": cfg.distill_epochs, "lr": cfg.distill_lr, "tau": cfg.distill_tau,
             "feature_weight": cfg.distill_feature_weight, "relation_weight": cfg.distill_relation_weight,

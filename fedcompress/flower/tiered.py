@@ -1,18 +1,12 @@
-"""`TieredStrategy`: one federation, several device tiers, one model per tier.
+"""`TieredStrategy`: one federation, several device tiers, one model per tier (the Flower side).
 
-Each tier's clients get their tier's model through the downlink codec (a `FedCompress` per tier tracks what each
-client holds and decodes its uplink), train it, and send compressed updates. Then, by `mode`:
-
-- "separate": each tier is averaged over its own clients only (the small model alone, plain FedAvg);
-- "heterofl": tier models are the leading channels of one global model; each coordinate is averaged over the
-  clients whose model holds it (HeteroFL, Diao et al. 2021);
-- "distill": each tier is averaged over its clients, then every tier's model is distilled on the server's proxy
-  set from the ensemble of all tiers' models (FedDF-style), so each tier learns from every client.
+Each tier's clients get their tier's model through their tier's downlink codec (a `FedCompress` per tier tracks
+what each client holds and decodes its uplink), train it, and send compressed updates. How the tiers' models are
+combined is the `mode` (see `fedcompress.tiers`); the algorithms live there, this class only routes messages.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -26,48 +20,29 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from fedcompress.devices import Tier
-from fedcompress.distillation import distill
+from fedcompress.errors import ConfigError
 from fedcompress.flower.records import numpy_to_record, record_to_numpy, state_to_numpy
-from fedcompress.flower.strategy import WIDTH_KEY, FedCompress, _float32
+from fedcompress.flower.strategy import WIDTH_KEY, FedCompress
 from fedcompress.ledger import Ledger
+from fedcompress.tiers import (
+    MODES,
+    NEEDS_PROXY,
+    NESTED_KEY,
+    SLICED,
+    heterofl_aggregate,
+    slice_like,
+    split_clients,
+)
+from fedcompress.tiers.deliver import make_tier_arrays
+from fedcompress.tiers.feddf import feddf_step, load_arrays
+from fedcompress.tiers.heterofl import SLICED_FROM_KEY
+from fedcompress.tiers.nested import format_widths
 
 log = logging.getLogger("fedcompress")
 Arrays = OrderedDict[str, np.ndarray]
-MODES = ("separate", "heterofl", "distill")
+MIN_PROXY = 64  # fewer unlabeled images than this cannot stand for the data distribution in distillation
 
-
-def split_clients(k: int, counts: dict[str, int]) -> dict[str, int]:
-    """Clients per round for each tier, proportional to its clients (largest remainder, >= 1 if it has any)."""
-    total = sum(counts.values())
-    quota = {t: k * c / total for t, c in counts.items()}
-    out = {t: min(counts[t], max(1 if counts[t] else 0, int(q))) for t, q in quota.items()}
-    for t in sorted(quota, key=lambda t: -(quota[t] - int(quota[t]))):
-        if sum(out.values()) >= k:
-            break
-        if out[t] < counts[t]:
-            out[t] += 1
-    return out
-
-
-def slice_like(full: Arrays, shapes: dict[str, tuple[int, ...]]) -> Arrays:
-    """The leading block of each tensor (HeteroFL's sub-model): channel-major flattening keeps fc inputs aligned."""
-    return OrderedDict(
-        (k, np.ascontiguousarray(full[k][tuple(slice(0, s) for s in shape)])) for k, shape in shapes.items()
-    )
-
-
-def heterofl_aggregate(full: Arrays, updates: list[tuple[Arrays, float]]) -> Arrays:
-    """Weighted mean per coordinate over the sub-models that hold it; coordinates no client holds keep their value."""
-    out = OrderedDict()
-    for k, g in full.items():
-        acc = np.zeros_like(g, dtype=np.float64)
-        cnt = np.zeros_like(g, dtype=np.float64)
-        for arrays, weight in updates:
-            block = tuple(slice(0, s) for s in arrays[k].shape)
-            acc[block] += weight * arrays[k]
-            cnt[block] += weight
-        out[k] = np.where(cnt > 0, acc / np.maximum(cnt, 1e-12), g).astype(np.float32)
-    return out
+__all__ = ["MODES", "TieredStrategy", "heterofl_aggregate", "slice_like", "split_clients"]
 
 
 class TieredStrategy(Strategy):
@@ -81,19 +56,28 @@ class TieredStrategy(Strategy):
         make_inner: Callable[[], Strategy],
         clients_per_round: int,
         seed: int,
-        mode: str = "distill",
-        uplink: str = "identity",
-        downlink: str = "identity",
+        mode: str = "nested",
+        uplink: str | dict[str, str] = "identity",
+        downlink: str | dict[str, str] = "identity",
         ledger: Ledger | None = None,
         proxy_x: torch.Tensor | None = None,
         distill_options: dict[str, Any] | None = None,
         shared_initial: bool = True,
         teachers: str = "all",
+        refresh_every: int = 5,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"tier-training mode {mode!r}: expected one of {MODES}")
-        if mode == "distill" and proxy_x is None:
-            raise ValueError("distillation needs a proxy set on the server")
+            raise ConfigError(f"config key 'tier-training' = {mode!r}: expected one of {MODES}")
+        if mode in NEEDS_PROXY and (proxy_x is None or len(proxy_x) < MIN_PROXY):
+            got = 0 if proxy_x is None else len(proxy_x)
+            raise ConfigError(
+                f"tier-training {mode!r} distills on the server's proxy set, which holds {got} images; need >= "
+                f"{MIN_PROXY}: raise 'distill-proxy-fraction' or use tier-training 'nested'"
+            )
+        if refresh_every < 1:
+            raise ConfigError(
+                f"config key 'tier-refresh-every' = {refresh_every!r}: expected an integer >= 1"
+            )
         self.tiers = dict(sorted(tiers.items(), key=lambda kv: -kv[1].width))
         self.top = next(iter(self.tiers))
         self.mode = mode
@@ -102,25 +86,31 @@ class TieredStrategy(Strategy):
         self.distill_options = distill_options or {}
         self.seed = seed
         self.teachers = teachers  # "all": every tier teaches every tier; "wider": only tiers at least as wide
+        self.refresh_every = refresh_every
         self.tier_of_partition = dict(tier_of)
         self.arrays: dict[str, Arrays] = {t: _copy(state_to_numpy(models[t])) for t in self.tiers}
         self.shapes = {t: {k: v.shape for k, v in a.items()} for t, a in self.arrays.items()}
-        if mode == "heterofl":
+        if mode in SLICED:
             self.global_arrays = self.arrays[self.top]
             self.arrays = {t: slice_like(self.global_arrays, self.shapes[t]) for t in self.tiers}
+        ups = uplink if isinstance(uplink, dict) else dict.fromkeys(self.tiers, uplink)
+        downs = downlink if isinstance(downlink, dict) else dict.fromkeys(self.tiers, downlink)
+        self.codecs = {t: (ups[t], downs[t]) for t in self.tiers}
         counts = {t: sum(1 for p in partitions if tier_of[p] == t) for t in self.tiers}
         per_round = split_clients(clients_per_round, counts)
+        # a client rebuilds its round-0 model from the seed (sliced tiers: a slice of the seeded widest model);
+        # server-made models are not rebuildable, so those go whole on a client's first visit
+        rebuilt = {t for t in self.tiers if mode != "deliver" or t == self.top}
         self.per_tier = {
             t: FedCompress(
                 make_inner(),
                 partitions={p: n for p, n in partitions.items() if tier_of[p] == t},
                 clients_per_round=per_round[t],
                 seed=seed,
-                uplink=uplink,
-                downlink=downlink,
+                uplink=ups[t],
+                downlink=downs[t],
                 ledger=ledger,
-                # HeteroFL's sub-models are slices of the global model, not what a client rebuilds from the seed
-                shared_initial=_copy(self.arrays[t]) if shared_initial and mode != "heterofl" else None,
+                shared_initial=_copy(self.arrays[t]) if shared_initial and t in rebuilt else None,
                 tier=t,
             )
             for t in self.tiers
@@ -128,7 +118,15 @@ class TieredStrategy(Strategy):
         }
         self.partition_of = {n: p for p, n in partitions.items()}
         self.train_metrics: dict[int, MetricRecord | None] = {}
-        log.info("tiers %s, clients %s, per round %s, mode %s", list(self.tiers), counts, per_round, mode)
+        self.make_seconds: dict[int, float] = {}  # server time spent making device models, per round
+        log.info(
+            "tiers %s, clients %s, per round %s, mode %s, codecs %s",
+            list(self.tiers),
+            counts,
+            per_round,
+            mode,
+            self.codecs,
+        )
 
     @property
     def rejections(self) -> dict[int, int]:
@@ -141,10 +139,18 @@ class TieredStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self.mode == "deliver" and (server_round - 1) % self.refresh_every == 0:
+            self._deliver(server_round)
         messages: list[Message] = []
         for t, fc in self.per_tier.items():
             tier_config = ConfigRecord(dict(config))
             tier_config[WIDTH_KEY] = self.tiers[t].width
+            if self.mode in SLICED:
+                tier_config[SLICED_FROM_KEY] = self.tiers[self.top].width
+            if self.mode == "nested":
+                narrower = [x.width for x in self.tiers.values() if x.width < self.tiers[t].width]
+                if narrower:
+                    tier_config[NESTED_KEY] = format_widths(narrower)
             messages.extend(
                 fc.configure_train(server_round, numpy_to_record(self.arrays[t]), tier_config, grid)
             )
@@ -159,12 +165,12 @@ class TieredStrategy(Strategy):
             if pid is not None:
                 by_tier[self.tier_of_partition[pid]].append(reply)
         losses: list[tuple[float, float]] = []
-        if self.mode == "heterofl":
+        if self.mode in SLICED:
             updates = []
             for t, fc in self.per_tier.items():
                 for msg in fc.decode_replies(server_round, by_tier[t]):
                     n = float(msg.content["metrics"]["num-examples"])
-                    updates.append((_float32(record_to_numpy(msg.content["arrays"])), n))
+                    updates.append((_copy(record_to_numpy(msg.content["arrays"])), n))
                     losses.append((float(msg.content["metrics"].get("train_loss", 0.0)), n))
             if updates:
                 self.global_arrays = heterofl_aggregate(self.global_arrays, updates)
@@ -173,11 +179,15 @@ class TieredStrategy(Strategy):
             for t, fc in self.per_tier.items():
                 record, metrics = fc.aggregate_train(server_round, by_tier[t])
                 if record is not None:
-                    self.arrays[t] = _copy(_float32(record_to_numpy(record)))
+                    self.arrays[t] = _copy(record_to_numpy(record))
                 if metrics is not None and "train_loss" in metrics:
                     losses.append((float(metrics["train_loss"]), float(len(by_tier[t]))))
             if self.mode == "distill" and int(self.distill_options.get("epochs", 1)) > 0:
-                self._distill(server_round)
+                self.arrays = feddf_step(
+                    {t: self.models[t] for t in self.tiers}, self.arrays,
+                    {t: x.width for t, x in self.tiers.items()}, self.proxy_x, teachers=self.teachers,
+                    seed=self.seed * 7919 + server_round * 31, options=self.distill_options,
+                )  # fmt: skip
         metrics = None
         if losses:
             total = sum(w for _, w in losses)
@@ -185,28 +195,25 @@ class TieredStrategy(Strategy):
         self.train_metrics[server_round] = metrics
         return numpy_to_record(self.arrays[self.top]), metrics
 
-    def _distill(self, server_round: int) -> None:
-        """Every tier's model learns from the ensemble of all tiers' models on the unlabeled proxy set."""
-        for t in self.tiers:
-            self.models[t].load_state_dict({k: torch.from_numpy(v) for k, v in self.arrays[t].items()})
-        frozen = {t: copy.deepcopy(self.models[t]).eval() for t in self.tiers}
-        opts = dict(self.distill_options)
-        epochs = int(opts.pop("epochs", 1))
-        for i, t in enumerate(self.tiers):
-            width = self.tiers[t].width
-            teachers = [
-                m for u, m in frozen.items() if self.teachers == "all" or self.tiers[u].width >= width
-            ]
-            distill(
-                self.models[t], teachers, self.proxy_x, epochs=epochs, alpha=1.0,
-                seed=self.seed * 7919 + server_round * 31 + i, **opts,
+    def _deliver(self, server_round: int) -> None:
+        """Make every smaller tier's model from the global (widest tier's) model; time it."""
+        teacher = load_arrays(self.models[self.top], self.arrays[self.top])
+        spent = 0.0
+        for i, (t, tier) in enumerate(self.tiers.items()):
+            if t == self.top:
+                continue
+            self.arrays[t], secs = make_tier_arrays(
+                teacher, self.models[t], tier.width, self.proxy_x,
+                start=None if server_round == 1 else self.arrays[t],
+                seed=self.seed * 7919 + server_round * 31 + i, options=self.distill_options,
             )  # fmt: skip
-            self.arrays[t] = _copy(state_to_numpy(self.models[t]))
+            spent += secs
+        self.make_seconds[server_round] = spent
 
     def tier_models(self) -> dict[str, nn.Module]:
         """Each tier's current model (weights copied in)."""
         for t in self.tiers:
-            self.models[t].load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.arrays[t].items()})
+            load_arrays(self.models[t], self.arrays[t])
         return self.models
 
     def configure_evaluate(
@@ -222,4 +229,5 @@ class TieredStrategy(Strategy):
 
 
 def _copy(arrays: Arrays) -> Arrays:
+    """float32 copies (server strategies such as FedAdam aggregate in float64; models and codecs use float32)."""
     return OrderedDict((k, np.array(v, dtype=np.float32, copy=True)) for k, v in arrays.items())

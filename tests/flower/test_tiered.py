@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ from fedcompress.flower.clientapp import app as client_app
 from fedcompress.flower.records import numpy_to_record, state_to_numpy
 from fedcompress.flower.sampling import discover_partitions
 from fedcompress.flower.serverapp import _tiered_strategy
-from fedcompress.flower.tiered import heterofl_aggregate, slice_like, split_clients
 from fedcompress.ledger import RunRecorder
 from fedcompress.task import client_partition, make_model, proxy_indices
+from fedcompress.tiers import heterofl_aggregate, slice_like, split_clients
 from tests.flower.loopback import LoopbackGrid
 
 TIERS = {"tiers": "full=1.0 tiny=0.5/int8", "tier-mix": "full=0.5 tiny=0.5"}
@@ -43,7 +44,7 @@ def _run(cfg: RunConfig, tmp_path: Path, rounds: int = 3, node_config: dict | No
     return strategy, recorder, grid
 
 
-@pytest.mark.parametrize("mode", ["separate", "heterofl", "distill"])
+@pytest.mark.parametrize("mode", ["nested", "separate", "heterofl", "distill", "deliver"])
 def test_each_tier_trains_its_own_smaller_model(mode: str, tmp_path: Path) -> None:
     cfg = _cfg(**{"tier-training": mode})
     strategy, recorder, grid = _run(cfg, tmp_path, rounds=6)
@@ -56,8 +57,9 @@ def test_each_tier_trains_its_own_smaller_model(mode: str, tmp_path: Path) -> No
     }
     assert widths == {1.0, 0.5}
     totals = recorder.ledger.round_totals(2)
-    assert totals["downlink_message_bytes/tiny"] < totals["downlink_message_bytes/full"]
-    if mode == "heterofl":  # tier models are the leading block of the one global model
+    if mode != "deliver":  # deliver: a server-made model goes whole to a client that holds none
+        assert totals["downlink_message_bytes/tiny"] < totals["downlink_message_bytes/full"]
+    if mode in ("heterofl", "nested"):  # tier models are the leading block of the one global model
         for k, v in tiny.items():
             np.testing.assert_array_equal(v, strategy.global_arrays[k][tuple(slice(0, s) for s in v.shape)])
     from fedcompress.task import dataset
@@ -107,3 +109,27 @@ def test_heterofl_aggregation_averages_each_coordinate_over_its_holders() -> Non
     np.testing.assert_array_equal(slice_like(out, {"w": (2, 2)})["w"], out["w"][:2, :2])
     assert split_clients(10, {"full": 30, "mid": 40, "tiny": 35}) == {"full": 3, "mid": 4, "tiny": 3}
     assert sum(split_clients(4, {"a": 1, "b": 100}).values()) == 4
+
+
+def test_nested_tiers_train_narrower_widths_with_their_own_codecs(tmp_path: Path) -> None:
+    """Full clients are told to train the tiny width too; tiny clients send through their own, larger codec;
+    the first downlink is already a compressed delta (from the seeded widest model's slice) and nothing is rejected."""
+    cfg = _cfg(**{"tier-training": "nested", "tier-uplink": "tiny: uniform(8) > entropy"})
+    strategy, recorder, grid = _run(cfg, tmp_path, rounds=2)
+    nested = {
+        float(m.content["config"]["fedcompress.width"]): m.content["config"].get("fedcompress.nested-widths")
+        for m in grid.sent
+        if m.metadata.message_type == "train"
+    }
+    assert nested == {1.0: "0.5", 0.5: None}
+    assert strategy.codecs["tiny"][0] == "uniform(8) > entropy"
+    assert strategy.codecs["full"][0] == cfg.uplink
+    recorder.ledger.flush()
+    rows = [json.loads(x) for x in (recorder.run_dir / "ledger.jsonl").read_text().splitlines()]
+    up = {r["tier"]: r["codec"] for r in rows if r["direction"] == "uplink"}
+    assert up == {"tiny": "uniform(8) > entropy", "full": cfg.uplink}
+    first = [r for r in rows if r["direction"] == "downlink" and r["round"] == 1]
+    assert first and all(
+        r["codec"] == cfg.downlink and r["encoded_bytes"] < r["raw_bytes"] / 3 for r in first
+    )
+    assert not any(r["rejected"] for r in rows)

@@ -1,0 +1,67 @@
+"""Nested sub-model training: the narrow model inside a wide one learns to work on its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedcompress.data import load_dataset
+from fedcompress.errors import ConfigError
+from fedcompress.models import build_model
+from fedcompress.tiers import slice_like, train_nested
+from fedcompress.tiers.feddf import load_arrays, model_arrays
+from fedcompress.tiers.heterofl import initial_slice
+from fedcompress.tiers.nested import check_sliceable, parse_widths
+from fedcompress.training import evaluate, train
+
+
+def _slice_accuracy(full: torch.nn.Module, width: float, x: np.ndarray, y: np.ndarray) -> float:
+    small = build_model("cnn8", 10, width)
+    arrays = slice_like(model_arrays(full), {k: tuple(v.shape) for k, v in small.state_dict().items()})
+    return evaluate(load_arrays(small, arrays), x, y)[1]
+
+
+def test_nested_training_makes_the_leading_block_a_working_model(shared_data) -> None:  # noqa: ANN001
+    ds = load_dataset("digits", str(shared_data))
+    x, y = ds.x_train[:800], ds.y_train[:800]
+    kw = {"epochs": 4, "lr": 0.1, "batch_size": 16, "seed": 3}
+    torch.manual_seed(0)
+    plain = build_model("cnn8", 10, 1.0)
+    nested = build_model("cnn8", 10, 1.0)
+    nested.load_state_dict(plain.state_dict())
+    train(plain, x, y, **kw)
+    train_nested(nested, [build_model("cnn8", 10, 0.25), build_model("cnn8", 10, 0.5)], x, y, **kw)
+    for width, margin in (
+        (0.25, 0.2),
+        (0.5, 0.1),
+    ):  # a plain model's slices are far worse (0.68 at width 0.5)
+        got = _slice_accuracy(nested, width, ds.x_test, ds.y_test)
+        base = _slice_accuracy(plain, width, ds.x_test, ds.y_test)
+        assert got > 0.8 and got > base + margin, (width, got, base)
+    assert evaluate(nested, ds.x_test, ds.y_test)[1] > 0.85  # the wide model still learns
+
+
+def test_sub_model_must_be_a_leading_block() -> None:
+    with pytest.raises(ConfigError, match="not a leading block"):
+        train_nested(
+            build_model("cnn8", 10, 0.5), [build_model("cnn8", 10, 1.0)],
+            np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64), epochs=1, lr=0.1, batch_size=2, seed=0,
+        )  # fmt: skip
+
+
+def test_initial_slice_is_the_leading_block_of_the_seeded_widest_model() -> None:
+    wide, own = build_model("cnn8", 10, 1.0), build_model("cnn8", 10, 0.5)
+    got = initial_slice(model_arrays(wide), model_arrays(own))
+    assert {k: v.shape for k, v in got.items()} == {k: tuple(v.shape) for k, v in own.state_dict().items()}
+    np.testing.assert_array_equal(got["conv2.weight"], model_arrays(wide)["conv2.weight"][:16, :8])
+
+
+def test_bad_widths_and_models_are_named() -> None:
+    assert parse_widths("0.5,0.25") == [0.25, 0.5]
+    with pytest.raises(ConfigError, match="'0.5,big'"):
+        parse_widths("0.5,big")
+    with pytest.raises(ConfigError, match="'1.5'"):
+        parse_widths("1.5")
+    with pytest.raises(ConfigError, match="'lstm'.*'distill' or 'separate'"):
+        check_sliceable("lstm")
