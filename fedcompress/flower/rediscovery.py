@@ -13,7 +13,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedcompress.flower.sampling import QUERY_PARTITION
+from fedcompress.flower.protocol import PARTITION_ID, QUERY_MESSAGE_TYPE
 
 
 def rediscover(grid: Grid, partitions: dict[int, int], timeout: float = 60.0) -> dict[int, int]:
@@ -22,11 +22,11 @@ def rediscover(grid: Grid, partitions: dict[int, int], timeout: float = 60.0) ->
     new_nodes = [n for n in grid.get_node_ids() if n not in known]
     if not new_nodes:
         return dict(partitions)
-    query = RecordDict({"config": ConfigRecord({"query": QUERY_PARTITION})})
-    msgs = [Message(content=query, message_type="query", dst_node_id=n) for n in new_nodes]
+    query = RecordDict({"config": ConfigRecord({})})  # the capability query the mod answers (`attach`)
+    msgs = [Message(content=query, message_type=QUERY_MESSAGE_TYPE, dst_node_id=n) for n in new_nodes]
     moved = dict(partitions)
     for reply in grid.send_and_receive(msgs, timeout=timeout):
-        if reply.has_error():
+        if reply.has_error() or PARTITION_ID not in reply.content.get("config", {}):
             continue
-        moved[int(reply.content["config"]["partition-id"])] = reply.metadata.src_node_id
+        moved[int(reply.content["config"][PARTITION_ID])] = reply.metadata.src_node_id
     return moved
