@@ -9,30 +9,11 @@ import pytest
 import torch
 
 from fedcompress.config import RunConfig
-from fedcompress.data import load_dataset
 from fedcompress.devices import DeviceProfile
 from fedcompress.errors import ConfigError
-from fedcompress.models import build_model
 from fedcompress.tiers import budget as budget_mod
 from fedcompress.tiers import commands
 from fedcompress.tiers.budget import BudgetError, DeviceBudget, choose_recipe, search_recipe
-from fedcompress.training import train
-
-
-@pytest.fixture(scope="module")
-def digits(shared_data):
-    ds = load_dataset("digits", shared_data)
-    x, y = torch.from_numpy(ds.x_train.copy()), torch.from_numpy(ds.y_train.copy())
-    return x, y, torch.from_numpy(ds.x_test.copy()), torch.from_numpy(ds.y_test.copy())
-
-
-@pytest.fixture(scope="module")
-def teacher(digits):
-    x, y, _, _ = digits
-    torch.manual_seed(0)
-    model = build_model("cnn8", 10, 1.0)
-    train(model, x.numpy(), y.numpy(), epochs=8, lr=0.05, batch_size=32, seed=0)
-    return model.eval()
 
 
 @pytest.mark.parametrize(
