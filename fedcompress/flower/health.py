@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedcompress.flower.protocol import DEFAULT_RECORD_KEY
 from fedcompress.flower.records import record_to_numpy
+from fedcompress.flower.wrapper import Wrapper
 from fedcompress.ledger import Transfer
 
 if TYPE_CHECKING:
@@ -64,11 +65,11 @@ class Failures:
         return out
 
 
-class Quorum(Strategy):
+class Quorum(Wrapper):
     """Keeps the previous model when fewer than `min_fraction` of the sampled clients' updates were accepted."""
 
     def __init__(self, inner: Strategy, *, min_fraction: float, failures: Failures) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.min_fraction = min_fraction
         self.failures = failures
         self._sent: dict[int, int] = {}
@@ -95,24 +96,16 @@ class Quorum(Strategy):
             return None, None
         return self.inner.aggregate_train(server_round, replies)
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
-
     def summary(self) -> None:
         log.info("Quorum(min-reply-fraction %.2f) around:", self.min_fraction)
         self.inner.summary()
 
 
-class NormBound(Strategy):
+class NormBound(Wrapper):
     """Rejects updates whose L2 norm exceeds `bound` (decoded weights minus the model sent this round)."""
 
     def __init__(self, inner: Strategy, *, bound: float, key: str = DEFAULT_RECORD_KEY) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.bound = bound
         self.key = key
         self.reject: Callable[[int, Message, str], None] = lambda r, m, why: None  # set by `wire`
@@ -135,14 +128,6 @@ class NormBound(Strategy):
             else:
                 kept.append(reply)
         return self.inner.aggregate_train(server_round, kept)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:
         log.info("NormBound(%g) around:", self.bound)
