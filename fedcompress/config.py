@@ -116,6 +116,27 @@ class RunConfig:
     downlink_shared_init: bool = key(
         True, "first compressed downlink is a delta from the seeded initial model"
     )
+    downlink_ring: int = key(
+        16,
+        "rounds a model a client holds stays a downlink delta base (older: delta from the initial model)",
+        check=AT_LEAST_1,
+    )
+    server_state_mb: float = key(
+        0.0,
+        "server budget for the models clients hold, in MB (0 = no limit; too small fails at start-up)",
+        check=NON_NEGATIVE,
+    )
+    discovery: str = key(
+        "query",
+        "how the server learns each node's partition: 'query' asks every node once (reproducible sampling); "
+        "'node-order' skips the round trip (fast start with 10,000 simulated nodes; sampling differs per run)",
+        choices=("query", "node-order"),
+    )
+    held_store: str = key(
+        "auto",
+        "where a client keeps the model it holds: 'state' (context.state), a folder shared by the nodes, or "
+        "'auto' (a temp folder shared by all simulated nodes, deduplicated by digest; context.state otherwise)",
+    )
     target_accuracy: float = key(
         0.0,
         "stop the round central accuracy first reaches this (0 = run every round)",

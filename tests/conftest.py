@@ -19,3 +19,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.fail(f"shared data not found at {SHARED_DATA}: set FEDCOMPRESS_DATA_DIR")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _private_held_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests all use run id 1: give each its own shared held-model folder."""
+    from fedcompress.flower import held_store
+
+    monkeypatch.setattr(held_store, "default_dir", lambda run_config, run_id: tmp_path / f"held-{run_id}")

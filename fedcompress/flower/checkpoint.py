@@ -6,7 +6,7 @@ After each round the server writes, atomically, everything the next round depend
 - the inner Flower strategy's state, read generically from the attributes of every strategy in its chain that
   hold arrays or plain values (FedAdam/FedYogi/FedAdagrad's `m_t`, `v_t`, FedAvgM's momentum and current model,
   ...): no per-strategy code, and a strategy that keeps no state costs nothing;
-- compression's state: the model each client holds (one file per client per version under `held/`, written only
+- compression's state: the models clients hold (one file per distinct model under `held/`, written only
   when it changes), who could not rebuild the shared initial model, per-round counts, the model's spec;
 - the byte offsets of `ledger.jsonl` and `metrics.jsonl` at the end of the round (a resumed run truncates both
   there, so no line is lost or written twice), and any extra state a hook adds (fault counters).
@@ -99,16 +99,20 @@ class Checkpoint:
         comp.rejections.update({int(k): v for k, v in c["rejections"].items()})
         comp.accepted.update({int(k): v for k, v in c["accepted"].items()})
         comp.applied.update({int(p): r for p, r in c.get("applied", {}).items()})
-        comp.held.clear()
-        for pid, rnd in c["held"].items():
-            arrays, _ = load_state(self.folder / held_name(int(pid), rnd))
-            order = c["held_order"]
-            comp.held[int(pid)] = (rnd, _ordered(arrays, order))
+        comp.models.restore(
+            {
+                (d, int(r)): (h, _ordered(load_state(self.folder / held_name(d, int(r)))[0], c["held_order"]))
+                for d, r, h in c["held_models"]
+            },  # fmt: skip
+            {int(p): (d, int(r)) for p, (d, r) in c["holder"].items()},
+            dropped=int(c.get("held_dropped", 0)),
+        )
         restore_strategy(fc.user_inner, self.state, self.meta["inner"])
 
 
-def held_name(pid: int, rnd: int) -> str:
-    return f"held/p{pid}-r{rnd}.npz"
+def held_name(digest: str, rnd: int) -> str:
+    """One file per model clients hold (downlink.py keeps each once, however many clients hold it)."""
+    return f"held/{digest}-r{rnd}.npz"
 
 
 def _ordered(arrays: dict[str, np.ndarray], order: list[str]) -> Any:
@@ -132,11 +136,11 @@ class Checkpointer:
         comp = fc.compression
         self.folder.mkdir(parents=True, exist_ok=True)
         held_order: list[str] = []
-        for pid, (rnd, model) in comp.held.items():
-            held_order = list(model)
-            path = self.folder / held_name(pid, rnd)
+        for (digest, rnd), held in comp.models.models.items():
+            held_order = list(held.arrays)
+            path = self.folder / held_name(digest, rnd)
             if not path.exists():  # a version never changes once written
-                save_state(path, model, {})
+                save_state(path, held.arrays, {})
         state, index = record_to_state(arrays, "global")
         inner_arrays, inner_meta = capture_strategy(fc.user_inner)
         meta = {
@@ -150,7 +154,9 @@ class Checkpointer:
                 "no_shared_base": sorted(comp.no_shared_base),
                 "rejections": comp.rejections,
                 "accepted": comp.accepted,
-                "held": {str(pid): rnd for pid, (rnd, _) in comp.held.items()},
+                "held_models": [[d, r, h.holders] for (d, r), h in comp.models.models.items()],
+                "holder": {str(p): [d, r] for p, (d, r) in comp.models.holder.items()},
+                "held_dropped": comp.models.dropped,
                 "held_order": held_order,
                 "applied": {str(p): r for p, r in comp.applied.items()},
             },
@@ -159,7 +165,7 @@ class Checkpointer:
             "extra": {k: f() for k, f in self.extra.items()},
         }
         save_state(self.folder / STATE, {**state, **inner_arrays}, meta)
-        self._collect(comp.held)
+        self._collect(comp.models.models)
 
     def release(self) -> None:
         """After a complete run: drop the held models and the simulation's client state store (a run directory
@@ -169,10 +175,10 @@ class Checkpointer:
         shutil.rmtree(self.folder / "held", ignore_errors=True)
         shutil.rmtree(self.folder.parent / "client-state", ignore_errors=True)
 
-    def _collect(self, held: dict[int, tuple[int, Any]]) -> None:
-        """Delete held-model versions the checkpoint no longer names."""
-        keep = {held_name(pid, rnd).split("/", 1)[1] for pid, (rnd, _) in held.items()}
-        for f in (self.folder / "held").glob("p*-r*.npz"):
+    def _collect(self, models: dict[tuple[str, int], Any]) -> None:
+        """Delete held-model files the checkpoint no longer names."""
+        keep = {held_name(d, r).split("/", 1)[1] for d, r in models}
+        for f in (self.folder / "held").glob("*-r*.npz"):
             if f.name not in keep:
                 f.unlink(missing_ok=True)
 

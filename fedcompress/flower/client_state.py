@@ -9,7 +9,8 @@ disk (or none). A version is kept until a newer one and the one before it exist:
 before it sends round t, so nothing older than the latest version before t is ever needed.
 
 The folder is the node config's `state-dir` (deployment: a folder on the device), else `<run-dir>/client-state`
-(simulation: the run directory). Off when the run does not checkpoint.
+(simulation: the run directory). Off when the run does not checkpoint. Once written, the state leaves memory
+(`evict`): the disk is the store, memory holds only the clients of the round in flight.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from fedcompress.flower.protocol import (
     DTYPES,
     HELD,
+    HELD_DIGEST,
     HELD_ROUND,
     PARTITION_ID,
     RESIDUAL,
@@ -31,7 +33,15 @@ from fedcompress.flower.protocol import (
 )
 from fedcompress.flower.statefile import load_state, recorddict_to_state, save_state, state_to_recorddict
 
-KEYS = [RESIDUAL, HELD, HELD_ROUND, DTYPES, "fedcompress.pending-residual", "fedcompress.pending-round"]
+KEYS = [
+    RESIDUAL,
+    HELD,
+    HELD_DIGEST,
+    HELD_ROUND,
+    DTYPES,
+    "fedcompress.pending-residual",
+    "fedcompress.pending-round",
+]
 VERSION = "fedcompress.state-version"  # context.state: the round whose end the state in memory is
 STATE_DIR = "state-dir"
 _NAME = re.compile(r"^r(\d+)\.npz$")
@@ -97,3 +107,12 @@ def state_store_mod(msg: Message, context: Context, call_next: ClientAppCallable
         return call_next(msg, context)
     finally:
         save(context, folder, server_round)
+        evict(context)
+
+
+def evict(context: Context) -> None:
+    """Drop the state from memory once it is on disk: a simulation keeps every node's `context.state` in one
+    process, so memory would grow with every client that ever trained; now it holds one round's clients."""
+    for k in [*KEYS, VERSION]:
+        if k in context.state:
+            del context.state[k]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -20,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedcompress.errors import PayloadError
+from fedcompress.flower.downlink import HeldModels
 from fedcompress.flower.measurement import Note, Notes
 from fedcompress.flower.payload import payload_of, payload_record, raw_nbytes
 from fedcompress.flower.protocol import (
@@ -86,6 +88,8 @@ class Compression(Strategy):
         tier: str = "",
         notes: Notes | None = None,
         plain: set[int] | None = None,
+        ring: int = 16,
+        max_models: int | None = None,
     ) -> None:
         self.inner = inner
         self.partitions = partitions  # pid -> node, shared with the sampling wrapper
@@ -100,8 +104,9 @@ class Compression(Strategy):
         self.key = arrayrecord_key
         self.on_reject = on_reject
         self.notes = notes if notes is not None else Notes()
-        self.held: dict[int, tuple[int, Arrays]] = {}  # pid -> (round, model the client holds)
         self.shared_initial = _float32(shared_initial) if shared_initial is not None else None
+        # the models clients hold, each kept once however many hold it (downlink.py)
+        self.models = HeldModels(ring=ring, max_models=max_models, initial=self.shared_initial)
         self.no_shared_base: set[int] = set()  # clients that could not rebuild the shared initial model
         self.received: dict[int, Arrays] = {}  # pid -> model the client starts this round's training from
         self.rejections: dict[int, int] = {}
@@ -115,6 +120,16 @@ class Compression(Strategy):
     @property
     def partition_of(self) -> dict[int, int]:
         return {node: pid for pid, node in self.partitions.items()}
+
+    @property
+    def held(self) -> dict[int, tuple[int, Arrays]]:
+        """pid -> (round, model it holds): a view; the models themselves are shared (see downlink.py)."""
+        out = {}
+        for pid, key in self.models.holder.items():
+            held = self.models.models.get(key)
+            if held is not None:
+                out[pid] = (held.round, held.arrays)
+        return out
 
     # ------------------------------------------------------------------ train
     def configure_train(
@@ -132,13 +147,17 @@ class Compression(Strategy):
         model_record = self._in_model_dtypes(arrays, global_np)
         self.received.clear()
         partition_of = self.partition_of
+        # one encode per distinct base model, shared by its holders
+        groups: dict[tuple[str, int] | None, _Group] = {}
         with measuring():  # messages share their model: hash it once
-            return [
+            out = [
                 self._downlink_message(
-                    server_round, m, partition_of[m.metadata.dst_node_id], global_np, model_record
+                    server_round, m, partition_of[m.metadata.dst_node_id], global_np, model_record, groups
                 )
                 for m in messages
             ]
+        self.models.evict(server_round)
+        return out
 
     def _model_arrays(self, arrays: ArrayRecord) -> Arrays:
         """The global model as the clients hold it: float32 for coded tensors, exact ones in the model's dtype."""
@@ -156,9 +175,17 @@ class Compression(Strategy):
         return numpy_to_record(global_np if global_np is not None else record_to_numpy(arrays), self.spec)
 
     def _downlink_message(
-        self, server_round: int, msg: Message, pid: int, global_np: Arrays | None, model_record: ArrayRecord
+        self,
+        server_round: int,
+        msg: Message,
+        pid: int,
+        global_np: Arrays | None,
+        model_record: ArrayRecord,
+        groups: dict[tuple[str, int] | None, _Group],
     ) -> Message:
-        content, note = self._downlink_content(server_round, pid, msg.content, global_np, model_record)
+        content, note = self._downlink_content(
+            server_round, pid, msg.content, global_np, model_record, groups
+        )
         new = Message(
             content=content, message_type=msg.metadata.message_type, dst_node_id=msg.metadata.dst_node_id
         )
@@ -172,8 +199,10 @@ class Compression(Strategy):
         content: RecordDict,
         global_np: Arrays | None,
         model_record: ArrayRecord,
+        groups: dict[tuple[str, int] | None, _Group],
     ) -> tuple[RecordDict, Note]:
-        """This client's copy of the message: compressed delta if it holds a model, full model otherwise."""
+        """This client's copy of the message: the delta against the model it holds, encoded once for every
+        client holding that model this round; the full model when it holds none we know."""
         extra = {k: v for k, v in content.items() if k not in (self.key, "config")}
         if pid in self.plain:  # a stock client: plain arrays, none of our keys
             config = ConfigRecord(
@@ -189,43 +218,61 @@ class Compression(Strategy):
             return RecordDict({self.key: model_record, "config": content["config"], **extra}), Note(
                 pid, tier=self.tier
             )
+        base = self.models.base(pid, server_round) if self.downlink is not None else None
+        shared = (
+            self.downlink is not None and self.shared_initial is not None and pid not in self.no_shared_base
+        )
+        if base is None and shared:
+            base = (self.models.initial_digest, 0, self.shared_initial)  # type: ignore[assignment]
+        group_key = (base[0], base[1]) if base is not None else None
+        group = groups.get(group_key)
+        if group is None:
+            group = groups[group_key] = self._encode_group(server_round, base, global_np, model_record)
         config = ConfigRecord(dict(content["config"]))
         config[APPLIED_ROUND] = self.applied.get(pid, -1)  # the client's error feedback follows it
-        held = self.held.get(pid)
-        if held is None and self.shared_initial is not None and pid not in self.no_shared_base:
-            held = (0, self.shared_initial)
-        if self.downlink is None or held is None:
-            received, record, codec, enc, meta = global_np, model_record, IDENTITY, None, 0
-            if self.downlink is not None:
-                config[BASE_ROUND] = -1  # tells the client to keep what it receives for later deltas
-        else:
-            base_round, base = held
-            delta = OrderedDict((k, global_np[k] - base[k]) for k in self._coded)
-            res = self.downlink.encode(delta, seed=mix(self.seed, server_round, pid, 1))
-            decoded = _decode(res.payload, self._coded)
-            exact = {k: model_record[k] for k in global_np if k not in self._coded}
-            sent = record_to_numpy(ArrayRecord(exact))  # in the model's dtypes, as the client reads them
-            received = OrderedDict((k, base[k] + decoded[k] if k in self._coded else sent[k]) for k in base)
-            record, codec, enc, meta = (
-                payload_record(res.payload, exact),
-                self.downlink_spec,
-                len(res.payload),
-                res.metadata_bytes,
-            )
-            config[BASE_ROUND] = base_round
-            config[BASE_DIGEST] = arrays_digest(base)
+        config.update(group.config)
         if self.downlink is not None:
-            self.held[pid] = (server_round, received)
-        self.received[pid] = received
+            self.models.hold(pid, group.digest, server_round, group.received)
+        self.received[pid] = group.received
         note = Note(
             pid,
             raw_bytes=raw_nbytes(global_np),
-            encoded_bytes=enc,
-            metadata_bytes=meta,
-            codec=codec,
+            encoded_bytes=group.encoded,
+            metadata_bytes=group.metadata,
+            codec=group.codec,
             tier=self.tier,
         )
-        return RecordDict({self.key: record, "config": config, **extra}), note
+        return RecordDict({self.key: group.record, "config": config, **extra}), note
+
+    def _encode_group(
+        self,
+        server_round: int,
+        base: tuple[str, int, Arrays] | None,
+        global_np: Arrays,
+        model_record: ArrayRecord,
+    ) -> _Group:
+        """The message part every client holding `base` gets: `global - base` encoded once (seeded by the
+        round and the base, so a rerun sends the same bytes), or the full model when there is no base."""
+        if self.downlink is None or base is None:
+            config = {} if self.downlink is None else {BASE_ROUND: -1}  # -1: keep what you get
+            digest = arrays_digest(global_np) if self.downlink is not None else ""
+            return _Group(model_record, global_np, digest, config, IDENTITY, None, 0)
+        digest, base_round, arrays = base
+        delta = OrderedDict((k, global_np[k] - arrays[k]) for k in self._coded)
+        res = self.downlink.encode(delta, seed=mix(self.seed, server_round, int(digest, 16) & 0xFFFFFFFF, 1))
+        decoded = _decode(res.payload, self._coded)
+        exact = {k: model_record[k] for k in global_np if k not in self._coded}
+        sent = record_to_numpy(ArrayRecord(exact))  # in the model's dtypes, as the client reads them
+        received = OrderedDict((k, arrays[k] + decoded[k] if k in self._coded else sent[k]) for k in arrays)
+        return _Group(
+            payload_record(res.payload, exact),
+            received,
+            arrays_digest(received),
+            {BASE_ROUND: base_round, BASE_DIGEST: digest},
+            self.downlink_spec,
+            len(res.payload),
+            res.metadata_bytes,
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -250,7 +297,7 @@ class Compression(Strategy):
             reason = ""
             if reply.has_error():
                 reason = f"client error: {reply.error.reason}"
-                self.held.pop(pid, None)  # it may not hold what we think: send it the full model next time
+                self.models.forget(pid)  # it may not hold what we think: send it the full model next time
                 self.no_shared_base.add(pid)
             else:
                 try:
@@ -306,7 +353,7 @@ class Compression(Strategy):
         whose payload was rejected did receive its model: it keeps it.)"""
         answered = {self.partition_of.get(m.metadata.src_node_id, -1) for m in replies if not m.has_error()}
         for pid in set(self.received) - answered:
-            self.held.pop(pid, None)
+            self.models.forget(pid)
             self.no_shared_base.add(pid)
 
     def _decode_reply(self, pid: int, reply: Message) -> None:
@@ -383,6 +430,19 @@ class Compression(Strategy):
     def summary(self) -> None:
         log.info("Compression(uplink=%s, downlink=%s) around:", self.uplink_spec, self.downlink_spec)
         self.inner.summary()
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What every client holding one base model gets in a round, built once."""
+
+    record: ArrayRecord
+    received: Arrays  # the model its clients reconstruct (and train from)
+    digest: str  # of `received`: what the server records they hold
+    config: dict[str, int | str]
+    codec: str
+    encoded: int | None
+    metadata: int
 
 
 def _decode(payload: bytes, coded: dict[str, tuple[tuple[int, ...], str]]) -> Arrays:

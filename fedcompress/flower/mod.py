@@ -22,13 +22,13 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from fedcompress.accel import device_for, to_device, to_numpy
+from fedcompress.flower import held_store
 from fedcompress.flower.payload import PAYLOAD_KEY, payload_of, payload_record
 from fedcompress.flower.protocol import (
     BASE_DIGEST,
     BASE_ROUND,
     DEFAULT_RECORD_KEY,
     DTYPES,
-    HELD,
     HELD_ROUND,
     IDENTITY,
     METADATA_METRIC,
@@ -129,16 +129,16 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None,
             received, {k: ((), str(d)) for k, d in dtypes.items()}
         )  # model dtypes
     if BASE_ROUND in config:  # the server tracks what this node holds: keep it
-        context.state[HELD] = numpy_to_record(received)
-        context.state[HELD_ROUND] = MetricRecord({"round": int(config.get(SERVER_ROUND, 0))})
+        held_store.keep(context, received, int(config.get(SERVER_ROUND, 0)), arrays_digest(received))
     return received
 
 
 def _base_model(context: Context, config: ConfigRecord, initial_model: InitialModel | None) -> Arrays:
     base_round = int(config.get(BASE_ROUND, -1))
     held_round = int(context.state[HELD_ROUND]["round"]) if HELD_ROUND in context.state else None
-    if held_round == base_round and HELD in context.state:
-        return record_to_numpy(context.state[HELD])
+    held = held_store.load(context) if held_round == base_round else None
+    if held is not None:
+        return held
     if base_round == 0 and initial_model is not None:
         return OrderedDict(
             (
@@ -149,8 +149,9 @@ def _base_model(context: Context, config: ConfigRecord, initial_model: InitialMo
             )
             for k, v in initial_model(context, config).items()
         )
+    missing = " (its model is gone from the held-model store)" if held_round == base_round else ""
     raise RuntimeError(
-        f"downlink delta is against round {base_round}, but this node holds round {held_round}"
+        f"downlink delta is against round {base_round}, but this node holds round {held_round}{missing}"
     )
 
 

@@ -32,6 +32,7 @@ METADATA_METRIC = "fedcompress.metadata-bytes"
 # --- client state keys (context.state)
 HELD = "fedcompress.held"  # the model this node last received (base of the next downlink delta)
 HELD_ROUND = "fedcompress.held-round"
+HELD_DIGEST = "fedcompress.held-digest"  # digest of the held model when it is in held_store.py's folder
 RESIDUAL = "fedcompress.residual"  # uplink error-feedback memory
 DTYPES = "fedcompress.dtypes"  # the model's dtype per tensor, from the last full model received
 

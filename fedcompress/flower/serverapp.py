@@ -17,7 +17,9 @@ from fedcompress.config import RunConfig
 from fedcompress.devices import DeviceProfile, artefact_size_fn, assign_tiers, fit_tier
 from fedcompress.devices.config import parse_tier_config
 from fedcompress.errors import RunError
+from fedcompress.flower import held_store
 from fedcompress.flower.checkpoint import Checkpoint, Checkpointer, run_rounds
+from fedcompress.flower.downlink import models_in_budget
 from fedcompress.flower.health import Failures, NormBound, Quorum, count_timeouts, wire
 from fedcompress.flower.records import load_record, state_to_numpy, state_to_record
 from fedcompress.flower.sampling import discover_partitions, sample_partitions
@@ -64,7 +66,10 @@ def main(grid: Grid, context: Context) -> None:
         )
     except BaseException as err:
         recorder.finish(status="failed", error=f"{type(err).__name__}: {err}")
+        if ckpt is None:  # nothing will resume: the simulated clients' held models can go
+            shutil.rmtree(held_store.default_dir(context.run_config, context.run_id), ignore_errors=True)
         raise
+    shutil.rmtree(held_store.default_dir(context.run_config, context.run_id), ignore_errors=True)
     summary = recorder.finish()
     if ckpt is not None:  # finished: the per-client files are no longer needed (state.npz stays, small)
         ckpt.release()
@@ -90,8 +95,11 @@ def _run(
         partitions = discover_partitions(grid, cfg.num_partitions, declared=declared)
         strategy = _tiered_strategy(cfg, partitions, declared, recorder, device)
     else:
+        model_bytes = 4 * sum(int(v.size) for v in state_to_numpy(model).values())
         strategy = FedCompress(
             guarded(make_strategy(cfg), cfg, failures),  # health.py: norm bound, quorum
+            downlink_ring=cfg.downlink_ring,
+            max_held_models=models_in_budget(cfg.server_state_mb, model_bytes),  # too small: fails now
             clients_per_round=cfg.clients_per_round,
             seed=cfg.seed,
             uplink=cfg.uplink,
@@ -103,9 +111,12 @@ def _run(
             else None,
         )
         wire(strategy, failures)
-        strategy.discover(
-            grid, cfg.num_partitions, declared=declared, at_round=resumed.round + 1 if resumed else 0
-        )  # queries measured; stock nodes: plain fp32
+        if cfg.discovery == "node-order":  # no query round trip per node: 10,000 nodes start in seconds
+            strategy.partitions.update(node_order_partitions(grid, cfg.num_partitions))
+        else:
+            strategy.discover(
+                grid, cfg.num_partitions, declared=declared, at_round=resumed.round + 1 if resumed else 0
+            )  # queries measured; stock nodes: plain fp32
         if resumed:
             resumed.restore(strategy)
             load_record(model, resumed.arrays)
@@ -212,6 +223,22 @@ def check_target(cfg: RunConfig, rows: list[dict], server_round: int) -> None:
     acc = rows[-1].get("accuracy") if rows else None
     if server_round > 0 and cfg.target_accuracy > 0 and (acc or 0.0) >= cfg.target_accuracy:
         raise TargetReached(server_round)
+
+
+def node_order_partitions(grid: Grid, expected: int, timeout: float = 120.0) -> dict[int, int]:
+    """Sampling slots for the nodes in node-id order, without asking each node (see config key `discovery`).
+
+    Slot i is not node i's data partition (the simulation engine gives random node ids), so sampling is not
+    the same from run to run; each node still trains its own partition and reports it to the ledger.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise RunError(f"only {len(nodes)} of {expected} nodes connected within {timeout:.0f} s")
+        time.sleep(1.0)
+    return dict(enumerate(nodes))
 
 
 def _check_trained(strategy: FedCompress | TieredStrategy, server_round: int) -> None:

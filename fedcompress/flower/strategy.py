@@ -87,11 +87,14 @@ class FedCompress(Measured):
         plain_clients: str = "fallback",
         expected_nodes: int | None = None,
         discovery_timeout: float = 300.0,
+        downlink_ring: int = 16,
+        max_held_models: int | None = None,
     ) -> None:
         if plain_clients not in PLAIN_POLICIES:
             raise ValueError(f"plain_clients must be one of {PLAIN_POLICIES}, got {plain_clients!r}")
         self.user_inner = inner
         self.partitions: dict[int, int] = dict(partitions or {})
+        self._node_pid: dict[int, int] = {}
         self.plain: set[int] = set()
         self.plain_clients = plain_clients
         self.expected_nodes = expected_nodes
@@ -100,7 +103,7 @@ class FedCompress(Measured):
         self.compression = Compression(
             inner, partitions=self.partitions, seed=seed, uplink=uplink, downlink=downlink,
             arrayrecord_key=arrayrecord_key, on_reject=on_reject, shared_initial=shared_initial, tier=tier,
-            notes=notes, plain=self.plain,
+            notes=notes, plain=self.plain, ring=downlink_ring, max_models=max_held_models,
         )  # fmt: skip
         self.sampling = SeededSampling(
             self.compression, partitions=self.partitions, clients_per_round=clients_per_round, seed=seed
@@ -119,10 +122,12 @@ class FedCompress(Measured):
         self.tier = tier
 
     def _partition_of(self, node: int) -> int:
-        for pid, n in self.partitions.items():
-            if n == node:
-                return pid
-        return -1
+        """Per message: a reverse map rebuilt only when the partitions change (10,000 nodes: no linear scan)."""
+        pid = self._node_pid.get(node)
+        if pid is None or len(self._node_pid) != len(self.partitions) or self.partitions.get(pid) != node:
+            self._node_pid = {n: p for p, n in self.partitions.items()}
+            pid = self._node_pid.get(node)
+        return -1 if pid is None else pid
 
     @property
     def next(self) -> Strategy:

@@ -7,6 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from fedcompress.config import RunConfig, defaults
+from fedcompress.flower import held_store
 from fedcompress.flower.clientapp import app as client_app
 from fedcompress.flower.payload import PAYLOAD_KEY, STYPE, payload_of, payload_record
 from fedcompress.flower.records import numpy_to_record, record_to_numpy, state_to_numpy
@@ -65,7 +66,7 @@ def test_downlink_tracks_exactly_what_each_client_holds() -> None:
     strategy, _, grid, _, _, _ = _run(cfg, rounds=3)
     for pid, (_, held) in strategy.held.items():
         ctx = grid.contexts[strategy.partitions[pid]]
-        client_held = record_to_numpy(ctx.state["fedcompress.held"])
+        client_held = held_store.load(ctx)  # shared folder: the simulation engine sets num-partitions
         for k in held:
             np.testing.assert_array_equal(held[k], client_held[k])
 

@@ -23,7 +23,7 @@ class Killed(Exception):
     pass
 
 
-def _run(run_dir: Path, cfg: RunConfig, stop_after: int | None = None, resume: bool = False) -> None:
+def _run(run_dir: Path, cfg: RunConfig, stop_after: int | None = None, resume: bool = False) -> LoopbackGrid:
     cfg = RunConfig.from_run_config({**cfg.as_run_config(), "run-dir": str(run_dir), "resume-run": resume})
     ckpt, resumed = serverapp.open_checkpoint(cfg, run_dir)
     if stop_after is not None:
@@ -42,27 +42,42 @@ def _run(run_dir: Path, cfg: RunConfig, stop_after: int | None = None, resume: b
     try:
         serverapp._run(grid, cfg, rec, ckpt, resumed)  # type: ignore[arg-type]
     except Killed:
-        return
+        return grid
     rec.finish()
+    return grid
+
+
+CFG = {
+    "num-partitions": 5, "clients-per-round": 3, "partitioning": "dirichlet", "local-epochs": 1, "seed": 4,
+    "num-server-rounds": 5, "server-learning-rate": 0.05, "uplink": "topk(0.1) > ef > uniform(4) > entropy",
+    "downlink": "topk(0.5) > uniform(8) > entropy",
+}  # fmt: skip
+
+
+def test_client_state_lives_on_disk_not_in_the_simulation_memory(tmp_path: Path) -> None:
+    """Between rounds no node keeps its residual or held model in context.state (it would grow with every client
+    that ever trained); the store under the run directory has them, and the residuals are not all zero."""
+    from fedcompress.flower.client_state import KEYS
+    from fedcompress.flower.protocol import RESIDUAL
+    from fedcompress.flower.statefile import load_state
+
+    cfg = RunConfig.from_run_config({**defaults(), **CFG, "num-server-rounds": 3})
+    grid = _run(tmp_path / "run", cfg, stop_after=3)  # stopped after its last checkpoint: the store is kept
+    for ctx in grid.contexts.values():
+        assert not any(k in ctx.state for k in KEYS), list(ctx.state)
+    files = sorted((tmp_path / "run" / "client-state").glob("p*/r*.npz"))
+    assert files
+    prefix = f"r{KEYS.index(RESIDUAL)}"  # statefile.py names a key's arrays by its index in KEYS
+    residual_norms = [
+        sum(float(np.abs(v).sum()) for k, v in load_state(f)[0].items() if k.startswith(prefix))
+        for f in files
+    ]
+    assert max(residual_norms) > 0
 
 
 @pytest.mark.parametrize("strategy", ["fedadam", "fedavgm"])
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path: Path, strategy: str) -> None:
-    cfg = RunConfig.from_run_config(
-        {
-            **defaults(),
-            "num-partitions": 5,
-            "clients-per-round": 3,
-            "partitioning": "dirichlet",
-            "local-epochs": 1,
-            "seed": 4,
-            "num-server-rounds": 5,
-            "strategy": strategy,
-            "server-learning-rate": 0.05,
-            "uplink": "topk(0.1) > ef > uniform(4) > entropy",
-            "downlink": "topk(0.5) > uniform(8) > entropy",
-        }  # fmt: skip
-    )
+    cfg = RunConfig.from_run_config({**defaults(), **CFG, "strategy": strategy})
     _run(tmp_path / "whole", cfg)
     _run(tmp_path / "cut", cfg, stop_after=2)
     assert Checkpointer(tmp_path / "cut", {}).folder.joinpath("state.npz").exists()
