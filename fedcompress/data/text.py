@@ -8,7 +8,8 @@ Split (LEAF-style, per user): windows whose *target* lies in the first 90% of th
 rest (the held-out tail) form the central test set, so no target character is in both.
 
 Users: kept if their text yields at least ``MIN_WINDOWS`` = 64 windows (984 of 1,089 users; LEAF's usual
-``min 64 samples``). Memory: all 4.0M windows as int64 would take 2.6 GB, so windows are taken with a stride
+``min 64 samples``); dataset ``shakespeare-all`` keeps every user with a train window (1,038: the other 51
+speak fewer than 82 characters in all, too few for one window). Memory: all 4.0M windows as int64 would take 2.6 GB, so windows are taken with a stride
 (``STRIDE`` = 16, every 16th start position; ~250k train windows, ~160 MB); every kept user still has at least
 one train and one test window. ``load_shakespeare(data_dir, stride=1)`` gives the full set when memory allows.
 Groups follow the file's user order (plays alphabetically, characters in order of appearance).

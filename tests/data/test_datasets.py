@@ -174,6 +174,13 @@ def test_shakespeare(data_dir: Path) -> None:
     assert all(np.all(ds.groups_train[p] == g) for g, p in enumerate(parts))
 
 
+def test_shakespeare_all_keeps_every_character_with_a_train_window(data_dir: Path) -> None:
+    ds = load_dataset("shakespeare-all", data_dir)
+    assert ds.num_groups == 1038  # of 1,089: 51 speak fewer than 82 characters, too few for one window
+    assert np.bincount(ds.groups_train, minlength=ds.num_groups).min() >= 1
+    assert len(ds.y_train) > len(load_dataset("shakespeare", data_dir).y_train)
+
+
 def test_shakespeare_windows_continue_text() -> None:
     from fedcompress.data.text import encode, window_starts
 
