@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.launch.resume import can_resume
-from fedcompress.launch.simulation import simulate
+from fedcompress.launch.simulation import SimulationError, simulate
 from fedcompress.ledger.recorder import rounds_to_target
 
 UPLINK = "topk(0.01) > ef > uniform(4) > entropy"
@@ -61,21 +61,31 @@ def run_cell(name: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     overrides = {**overrides, "run-dir": str(run_dir)}
     if can_resume(run_dir, overrides):
         overrides["resume-run"] = True
-    summary = simulate(overrides, echo=print)
+    try:
+        summary = simulate(overrides, echo=print)
+        status = "complete"
+    except (
+        SimulationError
+    ) as err:  # e.g. an attack that destroyed the model: a result of the table, not a crash
+        summary = (
+            json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        )
+        status = f"failed: {str(err).splitlines()[0][:160]}"
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     failed = {k: sum(int(r.get(k, 0)) for r in rows) for k in
               ("failed_exception", "failed_rejected", "failed_norm_bound", "failed_timeout")}  # fmt: skip
     reached = rounds_to_target(rows, 0.8)
     return {
-        "cell": name, "run_dir": str(run_dir), "rounds": summary["rounds"], "final_accuracy": summary["final_accuracy"],
-        "best_accuracy": summary["best_accuracy"], "round_to_80": reached["round"] if reached else None,
+        "cell": name, "run_dir": str(run_dir), "status": status, "rounds": summary.get("rounds", len(rows) - 1),
+        "final_accuracy": summary.get("final_accuracy"), "best_accuracy": summary.get("best_accuracy"),
+        "round_to_80": reached["round"] if reached else None,
         "kept_previous_rounds": sum(1 for r in rows if r.get("kept_previous_model")), **failed,
-        "uplink_mb": summary["uplink_mb"],
+        "uplink_mb": summary.get("uplink_mb"),
     }  # fmt: skip
 
 
 def table(results: list[dict[str, Any]], title: str, command: str) -> str:
-    cols = ["cell", "rounds", "final_accuracy", "best_accuracy", "round_to_80", "failed_exception", "failed_timeout",
+    cols = ["cell", "status", "rounds", "final_accuracy", "best_accuracy", "round_to_80", "failed_exception", "failed_timeout",
             "failed_rejected", "failed_norm_bound", "kept_previous_rounds", "uplink_mb"]  # fmt: skip
     lines = [f"# {title}", "", f"```\n{command}\n```", "", "| " + " | ".join(cols) + " |",
              "|" + "---|" * len(cols)]  # fmt: skip

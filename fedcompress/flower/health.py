@@ -6,11 +6,13 @@ per-round account of who failed and why.
 - `Quorum(inner, min_fraction)`: a round whose accepted replies are fewer than `min_fraction` of the clients
   sampled keeps the previous model (the inner strategy is not called, so its state, e.g. FedAdam's moments, does
   not move either) and says so.
+- `Finite(inner)`: an aggregate holding NaN or Inf (poisoned or diverged updates that passed every check one by
+  one) never becomes the global model: the round keeps the previous model and says so. Always on.
 - `Failures`: counts, per round, failures by reason: `exception` (the client's app raised), `rejected` (its
   payload failed validation), `norm-bound`, `timeout` (sampled but no reply within `round-timeout`; a ledger row
   records each, with zero bytes), and whether the round kept the previous model.
 
-They sit inside `Compression` (which decodes replies first): FedCompress(NormBound(Quorum(inner))).
+They sit inside `Compression` (which decodes replies first): FedCompress(NormBound(Quorum(Finite(inner)))).
 """
 
 from __future__ import annotations
@@ -99,6 +101,32 @@ class Quorum(Wrapper):
     def summary(self) -> None:
         log.info("Quorum(min-reply-fraction %.2f) around:", self.min_fraction)
         self.inner.summary()
+
+
+class Finite(Wrapper):
+    """Keeps the previous model when the inner strategy's aggregate holds NaN or Inf.
+
+    Each reply is checked for finite values on arrival, but finite updates can still sum to an overflow (e.g.
+    attackers scaling their updates until the float32 mean is Inf), and a non-finite global model would make
+    every later round fail. The inner strategy's own state (e.g. FedAdam's moments) has moved by then; only
+    the model is protected.
+    """
+
+    def __init__(self, inner: Strategy, *, failures: Failures) -> None:
+        super().__init__(inner)
+        self.failures = failures
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if arrays is not None and not all(np.isfinite(v).all() for v in record_to_numpy(arrays).values()):
+            self.failures.kept_previous.add(server_round)
+            log.warning(
+                "round %d: the aggregated model holds NaN or Inf: keeping the previous model", server_round
+            )
+            return None, metrics
+        return arrays, metrics
 
 
 class NormBound(Wrapper):

@@ -20,7 +20,7 @@ from fedcompress.errors import RunError
 from fedcompress.flower import held_store
 from fedcompress.flower.checkpoint import Checkpoint, Checkpointer, run_rounds
 from fedcompress.flower.downlink import models_in_budget
-from fedcompress.flower.health import Failures, NormBound, Quorum, count_timeouts, wire
+from fedcompress.flower.health import Failures, Finite, NormBound, Quorum, count_timeouts, wire
 from fedcompress.flower.records import load_record, state_to_numpy, state_to_record
 from fedcompress.flower.sampling import discover_partitions, sample_partitions
 from fedcompress.flower.strategies import make_strategy
@@ -191,7 +191,8 @@ def _run(
 
 
 def guarded(inner: Strategy, cfg: RunConfig, failures: Failures) -> Strategy:
-    """The inner strategy behind the server's guards the config asks for (health.py)."""
+    """The inner strategy behind the server's guards the config asks for (health.py); `Finite` always."""
+    inner = Finite(inner, failures=failures)
     if cfg.min_reply_fraction > 0:
         inner = Quorum(inner, min_fraction=cfg.min_reply_fraction, failures=failures)
     if cfg.norm_bound > 0:

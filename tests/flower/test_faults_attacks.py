@@ -126,3 +126,25 @@ def test_lost_update_goes_back_into_the_residual() -> None:
     np.testing.assert_array_equal(seen["residual"], pending)
     delivery_mod(train(3, 2), ctx, peek)  # round 2's was applied: the residual stays
     np.testing.assert_array_equal(seen["residual"], residual["w"])
+
+
+def test_a_non_finite_aggregate_never_becomes_the_global_model() -> None:
+    """Whatever made it (an overflow in the inner strategy's arithmetic, a NaN that slipped past a custom inner
+    strategy), a non-finite aggregate is not adopted; the next finite one is."""
+    from flwr.serverapp.strategy import FedAvg
+
+    from fedcompress.flower.health import Failures, Finite
+
+    def reply(value: float) -> Message:
+        content = RecordDict({"arrays": numpy_to_record({"w": np.full(3, value, np.float32)}),
+                              "metrics": MetricRecord({"num-examples": 1})})  # fmt: skip
+        msg = Message(content, dst_node_id=1, message_type="train")
+        return Message(content, reply_to=msg)
+
+    failures = Failures()
+    guard = Finite(FedAvg(), failures=failures)
+    arrays, metrics = guard.aggregate_train(1, [reply(1.0), reply(float("nan"))])
+    assert arrays is None and 1 in failures.kept_previous and failures.row(1)["kept_previous_model"]
+    arrays, _ = guard.aggregate_train(2, [reply(1.0), reply(3.0)])
+    assert arrays is not None and 2 not in failures.kept_previous
+    np.testing.assert_allclose(record_to_numpy(arrays)["w"], 2.0)
