@@ -70,7 +70,9 @@ class Compression(Strategy):
     serves as round 0's base (the client checks its digest and reports an error if it differs; that client then
     gets full models). Tracking the reconstruction makes the downlink self-correcting.
     Uplink: clients send `local - received` through the uplink pipeline (their mod keeps error feedback); the
-    server rebuilds `received + delta`. Payloads that fail validation (`PayloadError`) are rejected, logged with
+    server hands the inner strategy `global + delta`: the update applied to the global model, so what a lossy
+    downlink left out of a client's copy is not averaged into the next global model (the client's next delta
+    carries it, being against exactly what it holds). Payloads that fail validation (`PayloadError`) are rejected, logged with
     the client's partition id and reason, counted, and left out of aggregation; programming errors raise.
     """
 
@@ -109,6 +111,7 @@ class Compression(Strategy):
         self.models = HeldModels(ring=ring, max_models=max_models, initial=self.shared_initial)
         self.no_shared_base: set[int] = set()  # clients that could not rebuild the shared initial model
         self.received: dict[int, Arrays] = {}  # pid -> model the client starts this round's training from
+        self.global_np: Arrays | None = None  # this round's global model (coded tensors float32)
         self.rejections: dict[int, int] = {}
         self.accepted: dict[int, int] = {}
         self.train_metrics: dict[int, MetricRecord | None] = {}
@@ -146,6 +149,7 @@ class Compression(Strategy):
         global_np = self._model_arrays(arrays) if self.tracks_models or self.plain else None
         model_record = self._in_model_dtypes(arrays, global_np)
         self.received.clear()
+        self.global_np = global_np
         partition_of = self.partition_of
         # one encode per distinct base model, shared by its holders
         groups: dict[tuple[str, int] | None, _Group] = {}
@@ -375,7 +379,9 @@ class Compression(Strategy):
                 raise PayloadError(f"no model was sent to partition {pid} this round")
             delta = _decode(payload, self._coded)
             exact = self._exact_tensors(record)
-            base = self.received[pid]
+            # the update lands on the global model, not on the client's copy of it: with a lossy downlink the
+            # copies differ from the global model, and averaging copies would drop what the downlink left out
+            base = self.global_np if self.global_np is not None else self.received[pid]
             full = OrderedDict((k, base[k] + delta[k] if k in self._coded else exact[k]) for k in base)
             content = RecordDict({k: v for k, v in reply.content.items() if k != self.key})
             content[self.key] = numpy_to_record(full)
