@@ -5,21 +5,17 @@ ledger and metrics have every round once."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from fedcompress.errors import RunError
-from fedcompress.launch.process import TAG_ENV, family, tagged
 from fedcompress.launch.simulation import simulate
+from simulations.resume_by_hand import kill_at_round
 
 ROUNDS = 6
 BASE = {
@@ -45,39 +41,6 @@ def _rows(run_dir: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
 
 
-def _kill_at_round(run_dir: Path, kill_round: int, tag: str) -> None:
-    """Start a launcher in its own process, SIGKILL everything it started once round `kill_round` is logged."""
-    code = (
-        "import json,sys; from fedcompress.launch.simulation import simulate; "
-        "simulate(json.loads(sys.argv[1]), echo=None)"
-    )
-    cfg = json.dumps({**BASE, "run-dir": str(run_dir)})
-    env = {**os.environ, TAG_ENV: tag}
-    proc = subprocess.Popen([sys.executable, "-c", code, cfg], env=env, cwd=os.getcwd())
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if metrics.exists() and any(
-            json.loads(line)["round"] >= kill_round
-            for line in metrics.read_text().splitlines()
-            if line.strip()
-        ):
-            break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    else:
-        pytest.fail("the run never reached the round to kill it at")
-    for _ in range(3):  # SIGKILL, all at once, to the tree and to whatever carries the launch tag
-        doomed = family([proc.pid]) | tagged(tag)
-        for pid in doomed:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        time.sleep(0.5)
-    proc.wait(timeout=30)
-    summary = run_dir / "summary.json"
-    assert not summary.exists(), "killed run must not look finished"
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
     root = tmp_path_factory.mktemp("resume")
@@ -85,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
     simulate({**BASE, "run-dir": str(whole)}, echo=None)
     kill_round = random.Random(os.environ.get("FEDCOMPRESS_KILL_SEED")).randint(1, ROUNDS - 1)
     print(f"killing at round {kill_round}")
-    _kill_at_round(killed, kill_round, f"resume-test-{os.getpid()}-{kill_round}")
+    kill_at_round(BASE, killed, kill_round, f"resume-test-{os.getpid()}-{kill_round}", limit=600)
     summary = simulate({}, echo=None, resume=killed)
     assert summary["status"] == "complete"
     return whole, killed, kill_round
