@@ -36,8 +36,11 @@ FEMNIST = {
     "target-accuracy": 0.8,
 }  # fmt: skip
 ATTACK = {"attack": "sign-flip", "attack-fraction": 0.2, "attack-scale": 10.0, "num-malicious": 2}
-FAULTS = {"fail-prob": 0.3, "straggler-prob": 0.2, "straggler-delay": 12.0, "round-timeout": 8.0,
+FAULTS = {"fail-prob": 0.3, "straggler-prob": 0.2, "straggler-delay": 20.0, "round-timeout": 15.0,
           "min-reply-fraction": 0.3}  # fmt: skip
+# a straggler sleeps in its ClientApp actor: with one actor per core, two stragglers hold both actors and every
+# other client of the round times out too; ten actors (0.2 CPU each) let the others run while stragglers sleep
+FAULT_CPUS_PER_CLIENT = 0.2
 
 
 def attack_cells(rounds: int) -> dict[str, dict[str, Any]]:
@@ -54,7 +57,7 @@ def fault_cells(rounds: int) -> dict[str, dict[str, Any]]:
     return {"no faults": base, "30% fail, 20% straggle": {**base, **FAULTS}}
 
 
-def run_cell(name: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+def run_cell(name: str, overrides: dict[str, Any], out: Path, cpus_per_client: float = 1.0) -> dict[str, Any]:
     run_dir = (
         out / name.replace(" ", "_").replace(",", "").replace("%", "pct").replace("+", "and")
     ).resolve()
@@ -62,7 +65,7 @@ def run_cell(name: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     if can_resume(run_dir, overrides):
         overrides["resume-run"] = True
     try:
-        summary = simulate(overrides, echo=print)
+        summary = simulate(overrides, echo=print, cpus_per_client=cpus_per_client)
         status = "complete"
     except (
         SimulationError
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, overrides in cells.items():
         if args.only and args.only not in name:
             continue
-        results.append(run_cell(name, overrides, out))
+        cpus = FAULT_CPUS_PER_CLIENT if args.which == "faults" else 1.0
+        results.append(run_cell(name, overrides, out, cpus_per_client=cpus))
         Path(args.results).mkdir(parents=True, exist_ok=True)
         stem = Path(args.results) / f"robustness_{args.which}"
         stem.with_suffix(".json").write_text(json.dumps(results, indent=2))

@@ -96,3 +96,19 @@ def test_cpu_data_is_shared_not_copied_and_training_matches_numpy_input() -> Non
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
     assert DeviceEvaluator(torch.device("cpu"))(a, x, y, "k") == evaluate(b, x, y)
+
+
+def test_a_fraction_of_a_cpu_per_client_becomes_more_logical_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower 1.42 takes whole CPUs per client; 0.2 of a core each means five clients in flight per core."""
+    import os
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert federation_config(10, 0.2) == "num-supernodes=10 client-resources-num-cpus=1 init-args-num-cpus=10"
+    with pytest.raises(ConfigError, match="whole number of CPUs"):
+        federation_config(10, 1.5)
+    with pytest.raises(ConfigError, match="must be > 0"):
+        federation_config(10, 0)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    with pytest.raises(ConfigError, match="RAY_ADDRESS"):
+        federation_config(10, 0.5)

@@ -7,6 +7,7 @@ nothing is left running and concurrent launches never share a SuperLink.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -144,8 +145,28 @@ def _number(x: float) -> int | float:
 
 
 def federation_config(num_supernodes: int, cpus_per_client: float, gpus_per_client: float = 0.0) -> str:
-    """Ray's sizing of the federation: supernodes and the CPUs and GPU share each virtual client reserves."""
-    text = f"num-supernodes={num_supernodes} client-resources-num-cpus={_number(cpus_per_client)}"
+    """Ray's sizing of the federation: supernodes and the CPUs and GPU share each virtual client reserves.
+
+    Flower 1.42 takes whole CPUs per client (a fraction fails deep inside `flwr run` with "'float' object cannot
+    be interpreted as an integer"). A fraction (more clients in flight than cores, e.g. for clients that mostly
+    wait) is given as one CPU per client on a Ray instance told it has cores / fraction CPUs.
+    """
+    if cpus_per_client <= 0:
+        raise ConfigError(f"cpus-per-client must be > 0, got {cpus_per_client}")
+    if cpus_per_client < 1:
+        if os.environ.get("RAY_ADDRESS"):
+            raise ConfigError(
+                f"cpus-per-client {cpus_per_client} < 1 sizes a private Ray instance; on a Ray cluster "
+                "(RAY_ADDRESS is set) give whole CPUs and size the cluster with `ray start --num-cpus`"
+            )
+        logical = max(1, math.ceil((os.cpu_count() or 1) / cpus_per_client))
+        text = f"num-supernodes={num_supernodes} client-resources-num-cpus=1 init-args-num-cpus={logical}"
+    elif float(cpus_per_client).is_integer():
+        text = f"num-supernodes={num_supernodes} client-resources-num-cpus={int(cpus_per_client)}"
+    else:
+        raise ConfigError(
+            f"cpus-per-client must be a whole number of CPUs or a fraction below 1, got {cpus_per_client}"
+        )
     if gpus_per_client > 0:
         text += f" client-resources-num-gpus={_number(gpus_per_client)}"
     return text
