@@ -11,11 +11,11 @@ messages are measured at the strategy boundary instead.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
@@ -246,4 +246,4 @@ def _reported(value: Any) -> int:
 
 
 def _numel(record: ArrayRecord) -> int:
-    return sum(int(np.prod(a.shape)) for a in record.values())
+    return sum(math.prod(a.shape) for a in record.values())  # np.prod costs microseconds per call
