@@ -73,12 +73,29 @@ def common_config(rounds: int, num_clients: int, clients_per_round: int) -> dict
     }  # fmt: skip
 
 
+def stub_work() -> None:
+    """No training, no evaluation, in both apps (the same functions, so the same patch)."""
+    import fedcompress.flower.clientapp as ours_client
+    import fedcompress.ondevice as ondevice
+
+    plain = load_plain()
+    ours_client.train = plain.train = lambda *a, **k: 0.5  # type: ignore[attr-defined]
+    ondevice.evaluate = plain.evaluate = lambda *a, **k: (1.0, 0.5)  # type: ignore[attr-defined]
+
+
+def load_plain() -> Any:
+    """The stock app's module (imported once: both the run and the stubs use this one)."""
+    if "plain_app" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("plain_app", PLAIN_APP)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["plain_app"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["plain_app"]
+
+
 def run_plain(common: dict[str, Any], tmp: Path) -> InProcessGrid:
-    spec = importlib.util.spec_from_file_location("plain_app", PLAIN_APP)
-    assert spec is not None and spec.loader is not None
-    plain = importlib.util.module_from_spec(spec)
-    sys.modules["plain_app"] = plain
-    spec.loader.exec_module(plain)
+    plain = load_plain()
     rc = {**common, "timing-file": ""}
     grid = InProcessGrid(plain.client, rc, int(common["num-partitions"]))
     plain.server._main(grid, Context(1, 0, {}, RecordDict(), rc))  # type: ignore[attr-defined]
@@ -112,8 +129,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="write cProfile stats of the last repeat here (the stock app's: <path>.plain)",
     )
     ap.add_argument("--run-config", default="{}", help="JSON overrides for fedcompress's run")
+    ap.add_argument("--stub-work", action="store_true",
+                    help="replace training and evaluation by no-ops in both apps: what is left is framework")  # fmt: skip
     args = ap.parse_args(argv)
     common = common_config(args.rounds, args.num_clients, args.clients_per_round)
+    if args.stub_work:
+        stub_work()
     extra = json.loads(args.run_config)
     out: dict[str, list[float]] = {}
     for rep in range(args.repeats):
