@@ -25,7 +25,7 @@ from fedcompress.flower.compat import (
     is_recompute_enabled,
     no_object_id_recompute,
 )
-from fedcompress.flower.wiresize import UnknownObject, wire_size
+from fedcompress.flower.wiresize import UnknownObject, wire_size, wire_sizes
 
 BF16 = "bfloat16"
 BF16_STYPE = "fedcompress.bfloat16/1"  # raw little-endian bf16 bits; numpy has no bf16 dtype
@@ -141,6 +141,16 @@ def wire_bytes(obj: Message | ArrayRecord | RecordDict) -> int:
     except UnknownObject:
         with measuring():
             return sum(_serialized_size(o) for o in get_all_nested_objects(obj).values())
+
+
+def wire_bytes_of(msg: Message, part: ArrayRecord | None) -> tuple[int, int]:
+    """(wire bytes of `msg`, of `part`, a record inside it; 0 for None): the message walked once."""
+    if part is None:
+        return wire_bytes(msg), 0
+    try:
+        return wire_sizes(msg, part)
+    except UnknownObject:
+        return wire_bytes(msg), wire_bytes(part)
 
 
 @contextmanager

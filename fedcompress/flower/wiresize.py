@@ -45,6 +45,15 @@ def wire_size(obj: Message | RecordDict | ArrayRecord | Array) -> int:
     return sizer.total
 
 
+def wire_sizes(obj: Message | RecordDict, part: ArrayRecord) -> tuple[int, int]:
+    """(wire size of `obj`, of `part`) in one walk; `part` is inside `obj` (a message and its model)."""
+    sizer = _Sizer()
+    sizer.visit(part)
+    part_size = sizer.total
+    sizer.visit(obj)  # what `part` holds is counted already, as Flower sends it once
+    return sizer.total, part_size
+
+
 class _Sizer:
     """Walks an object tree once; `canon` numbers each distinct object (equal content, equal number)."""
 

@@ -10,7 +10,7 @@ from flwr.app.message import array as array_module
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from fedcompress.flower.compat import set_task_identity
-from fedcompress.flower.records import numpy_to_record, wire_bytes
+from fedcompress.flower.records import numpy_to_record, wire_bytes, wire_bytes_of
 from fedcompress.flower.wiresize import wire_size
 
 MIB = 2**20
@@ -24,6 +24,10 @@ def flower_bytes(obj: object) -> int:
 def check(obj: object) -> None:
     assert wire_size(obj) == flower_bytes(obj)  # type: ignore[arg-type]
     assert wire_bytes(obj) == flower_bytes(obj)  # type: ignore[arg-type]
+    if isinstance(obj, Message) and obj.has_content():
+        for record in obj.content.values():  # a message and its model in one walk
+            if isinstance(record, ArrayRecord):
+                assert wire_bytes_of(obj, record) == (flower_bytes(obj), flower_bytes(record))
 
 
 @pytest.fixture(autouse=True)
