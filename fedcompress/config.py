@@ -14,6 +14,7 @@ import shlex
 import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 from fedcompress.accel import DEVICE_HELP, valid_device
@@ -284,8 +285,14 @@ class RunConfig:
 
     def digest(self) -> str:
         """A short hash of the resolved config (run-dir excluded), to tell runs apart and skip finished ones."""
-        body = {k: v for k, v in self.as_run_config().items() if k not in ("run-dir", "resume-run")}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+        return _digest(self)
+
+
+@lru_cache(maxsize=32)
+def _digest(cfg: RunConfig) -> str:
+    """Cached: clients key their data by it on every message."""
+    body = {k: v for k, v in cfg.as_run_config().items() if k not in ("run-dir", "resume-run")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def declared() -> list[Field]:

@@ -49,8 +49,10 @@ def proxy_indices(cfg: RunConfig) -> np.ndarray:
     return np.sort(rng.choice(n, size=max(1, int(round(cfg.distill_proxy_fraction * n))), replace=False))
 
 
+@lru_cache(maxsize=1024)
 def client_partition(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, validation indices) of one client, fixed by the seed."""
+    """(train indices, validation indices) of one client, fixed by the seed; cached (read-only), as a client
+    asks on every message."""
     parts = _partitions(
         cfg.dataset, cfg.data_dir, cfg.partitioning, cfg.num_partitions, cfg.dirichlet_alpha,
         cfg.shards_per_client, cfg.seed,
@@ -62,4 +64,7 @@ def client_partition(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.
     mine = parts[partition_id]
     if uses_proxy(cfg):
         mine = np.setdiff1d(mine, proxy_indices(cfg), assume_unique=True)
-    return split_train_val(mine, cfg.val_fraction, cfg.seed + partition_id)
+    train, val = split_train_val(mine, cfg.val_fraction, cfg.seed + partition_id)
+    train.setflags(write=False)
+    val.setflags(write=False)
+    return train, val

@@ -88,6 +88,8 @@ def restore(context: Context, folder: Path, server_round: int) -> None:
 def save(context: Context, folder: Path, server_round: int) -> None:
     """Write the state at the end of `server_round`; drop versions older than the one before it."""
     arrays, meta = recorddict_to_state(context.state, KEYS)
+    if not arrays and not meta and not versions(folder):
+        return  # nothing ever to keep (identity codecs): no version is the same as empty ones, without the fsyncs
     save_state(folder / f"r{server_round}.npz", arrays, meta)
     context.state[VERSION] = MetricRecord({"round": server_round})
     older = [v for v in versions(folder) if v < server_round]

@@ -8,6 +8,8 @@ way (a plain Flower client).
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
+from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -41,9 +43,16 @@ app = ClientApp()
 def run_config(context: Context) -> RunConfig:
     """The run config (keys that are not ours ignored); the federation's size from the node config when the
     simulation engine sets it, so `flwr run .` works with any number of SuperNodes."""
-    cfg = RunConfig.from_run_config(context.run_config)
-    if NUM_PARTITIONS in context.node_config:
-        n = int(context.node_config[NUM_PARTITIONS])
+    n = context.node_config.get(NUM_PARTITIONS)
+    return _parsed(tuple(context.run_config.items()), None if n is None else int(n))
+
+
+@lru_cache(maxsize=8)
+def _parsed(items: tuple[tuple[str, Any], ...], num_partitions: int | None) -> RunConfig:
+    """Parsed and checked once per process, not per message (an actor plays many clients of one run)."""
+    cfg = RunConfig.from_run_config(dict(items))
+    if num_partitions is not None:
+        n = num_partitions
         cfg = dataclasses.replace(cfg, num_partitions=n, clients_per_round=min(cfg.clients_per_round, n))
     return cfg
 

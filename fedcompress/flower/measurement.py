@@ -11,18 +11,18 @@ messages are measured at the strategy boundary instead.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from fedcompress.flower.payload import array_data_bytes
 from fedcompress.flower.protocol import DEFAULT_RECORD_KEY, IDENTITY, METADATA_METRIC, category
-from fedcompress.flower.records import measuring, wire_bytes
+from fedcompress.flower.records import measuring, wire_bytes_of
 from fedcompress.ledger import Ledger, Transfer
 
 log = logging.getLogger("fedcompress")
@@ -82,13 +82,14 @@ class Meter:
         metrics = None if msg.has_error() else msg.content.get("metrics")
         reported = _reported(metrics.get(METADATA_METRIC, 0)) if isinstance(metrics, MetricRecord) else 0
         with measuring():
+            message_bytes, payload_bytes = wire_bytes_of(msg, record)
             return Transfer(
                 round=self.round if server_round is None else server_round,
                 partition_id=self.partition_of(node),
                 node_id=node,
                 direction=direction,  # type: ignore[arg-type]
-                message_bytes=wire_bytes(msg),
-                payload_bytes=wire_bytes(record) if record is not None else 0,
+                message_bytes=message_bytes,
+                payload_bytes=payload_bytes,
                 raw_bytes=4 * _numel(record) if record is not None else 0,
                 encoded_bytes=array_data_bytes(record) if record is not None else 0,
                 metadata_bytes=reported,
@@ -246,4 +247,4 @@ def _reported(value: Any) -> int:
 
 
 def _numel(record: ArrayRecord) -> int:
-    return sum(int(np.prod(a.shape)) for a in record.values())
+    return sum(math.prod(a.shape) for a in record.values())  # np.prod costs microseconds per call

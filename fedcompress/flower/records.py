@@ -25,6 +25,7 @@ from fedcompress.flower.compat import (
     is_recompute_enabled,
     no_object_id_recompute,
 )
+from fedcompress.flower.wiresize import UnknownObject, wire_size, wire_sizes
 
 BF16 = "bfloat16"
 BF16_STYPE = "fedcompress.bfloat16/1"  # raw little-endian bf16 bits; numpy has no bf16 dtype
@@ -132,11 +133,24 @@ def wire_bytes(obj: Message | ArrayRecord | RecordDict) -> int:
 
     Flower 1.42 ships a message as a tree of unique objects (message, record dict, records, arrays, 5 MiB
     chunks), each deflated to a header and a body; this is what its transport pushes, so the count is measured,
-    not estimated from parameter counts. Object ids are computed once per call (and chunk ids are cached by
-    Flower for the send that follows); a chunk's size is its header plus its data, without copying the data.
+    not estimated from parameter counts. Computed from the structure (`wiresize.py`: ids have a fixed length),
+    not by hashing every byte; an object type it does not know falls back to Flower's own ids and `deflate()`.
     """
-    with measuring():
-        return sum(_serialized_size(o) for o in get_all_nested_objects(obj).values())
+    try:
+        return wire_size(obj)
+    except UnknownObject:
+        with measuring():
+            return sum(_serialized_size(o) for o in get_all_nested_objects(obj).values())
+
+
+def wire_bytes_of(msg: Message, part: ArrayRecord | None) -> tuple[int, int]:
+    """(wire bytes of `msg`, of `part`, a record inside it; 0 for None): the message walked once."""
+    if part is None:
+        return wire_bytes(msg), 0
+    try:
+        return wire_sizes(msg, part)
+    except UnknownObject:
+        return wire_bytes(msg), wire_bytes(part)
 
 
 @contextmanager
