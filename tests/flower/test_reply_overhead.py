@@ -15,7 +15,13 @@ from flwr.serverapp.strategy import FedAvg
 from fedcompress.bench import reply as bench
 from fedcompress.flower.mod import attach, make_compression_mod
 from fedcompress.flower.payload import read_frame
-from fedcompress.flower.protocol import LEGACY_STYPE, METADATA_METRIC
+from fedcompress.flower.protocol import (
+    LEGACY_STYPE,
+    METADATA_METRIC,
+    PARTITION_ID,
+    PROTOCOL,
+    QUERY_ACTION,
+)
 from fedcompress.flower.records import numpy_to_record, record_to_numpy, wire_bytes
 from fedcompress.flower.sampling import discover_partitions
 from fedcompress.flower.strategy import FedCompress
@@ -155,3 +161,21 @@ def test_identity_uplink_replies_unchanged() -> None:
 def test_bench_prints_the_object_tables() -> None:
     totals = bench.main(["--model", "cnn8", "--classes", "10", "--uplink", SPARSE])
     assert totals[SPARSE]["reply"] > 0 and totals[SPARSE]["train_message"] > totals[SPARSE]["reply"] / 10
+
+
+def test_node_of_another_protocol_version_is_plain_and_keeps_its_partition(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its frames would not read here nor ours there: plain fp32 both ways, with a warning naming the versions."""
+    app = ClientApp()
+
+    @app.query(QUERY_ACTION)
+    def old(msg: Message, context: Context) -> Message:
+        answer = {PROTOCOL: 1, PARTITION_ID: int(context.node_config[PARTITION_ID])}
+        return Message(RecordDict({"config": ConfigRecord(answer)}), reply_to=msg)
+
+    grid = LoopbackGrid(app, {}, 2)
+    plain: set[int] = set()
+    mapping = discover_partitions(grid, 2, plain=plain)
+    assert plain == {0, 1} and mapping == {0: 1000, 1: 1007}
+    assert "speaks fedcompress protocol 1, this server 2" in caplog.text
