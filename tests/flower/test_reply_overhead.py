@@ -74,6 +74,8 @@ def _client(extra: bool) -> ClientApp:
 class Capturing(LoopbackGrid):
     """Keeps each train message and reply as they crossed (the client mod and the server decode in place)."""
 
+    strategy: FedCompress
+
     def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
         messages = list(messages)
         self.down = [(m, RecordDict(dict(m.content))) for m in messages if m.metadata.message_type == "train"]
@@ -97,6 +99,7 @@ def _run(uplink: str, extra: bool = False, rounds: int = 2) -> tuple[Spy, Captur
         msgs = strategy.configure_train(rnd, arrays, ConfigRecord(), grid)
         arrays, _ = strategy.aggregate_train(rnd, grid.send_and_receive(msgs))
         assert arrays is not None and not strategy.rejections.get(rnd)
+    grid.strategy = strategy
     return spy, grid
 
 
@@ -122,6 +125,19 @@ def test_reply_is_one_record_and_hundreds_of_bytes_smaller_than_protocol_1s() ->
         payload = len(read_frame(content["arrays"]).payload)
         assert now <= old - 600, (now, old)  # the ArrayRecord, two Arrays, a chunk and the MetricRecord gone
         assert now - payload <= (old - payload) / 2  # the fixed cost around the payload at least halved
+
+
+def test_ledger_counts_the_frame_and_the_metadata_bytes_it_carries() -> None:
+    """The codec's metadata bytes now travel in the frame, not as a metric: the ledger still records them, and
+    the real serialized bytes of every reply."""
+    _, grid = _run(SPARSE)
+    frames = [read_frame(content["arrays"]) for _, content in grid.up]
+    totals = grid.strategy.ledger.round_totals(2)
+    assert totals["uplink_message_bytes"] == sum(grid.up_bytes)
+    assert totals["uplink_metadata_bytes"] == sum(f.metadata_bytes for f in frames) > 0
+    exact = sum(len(t.data) for f in frames for t in f.exact.values())
+    assert totals["uplink_encoded_bytes"] == sum(len(f.payload) for f in frames) + exact
+    assert totals["uplink_payload_bytes"] == sum(wire_bytes(content["arrays"]) for _, content in grid.up)
 
 
 def test_train_message_payload_travels_in_one_record_and_smaller() -> None:
