@@ -16,6 +16,7 @@ from fedcompress.bench import reply as bench
 from fedcompress.flower.mod import attach, make_compression_mod
 from fedcompress.flower.payload import read_frame
 from fedcompress.flower.protocol import (
+    FRAME_STYPE,
     LEGACY_STYPE,
     METADATA_METRIC,
     PARTITION_ID,
@@ -195,3 +196,15 @@ def test_node_of_another_protocol_version_is_plain_and_keeps_its_partition(
     mapping = discover_partitions(grid, 2, plain=plain)
     assert plain == {0, 1} and mapping == {0: 1000, 1: 1007}
     assert "speaks fedcompress protocol 1, this server 2" in caplog.text
+
+
+def test_frames_too_large_for_a_config_record_travel_as_a_chunked_array(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above INLINE_MAX the frame is one Array of our stype (Flower chunks Arrays, not ConfigRecords): both ways."""
+    monkeypatch.setattr("fedcompress.flower.payload.INLINE_MAX", 64)
+    spy, grid = _run(SPARSE)
+    for _, content in [*grid.down, *grid.up]:
+        record = content["arrays"]
+        assert isinstance(record, ArrayRecord) and [a.stype for a in record.values()] == [FRAME_STYPE]
+    assert all([k for k, _, _ in r] == ["metrics", "arrays"] for rnd in spy.seen for r in rnd)
