@@ -95,9 +95,9 @@ def _add_passthrough(
 
 
 def _bench(what: str, rest: list[str]) -> int:
-    from fedcompress.bench import codecs
+    from importlib import import_module
 
-    codecs.main(rest)  # prints its table, then one JSON line
+    import_module(f"fedcompress.bench.{what}").main(rest)  # prints its table, then one JSON line
     return 0
 
 
@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
     _add_passthrough(
-        sub, "bench", "benchmarks that print numbers", {"codecs": "codec throughput and sizes"}, _bench
-    )
+        sub, "bench", "benchmarks that print numbers",
+        {"codecs": "codec throughput and sizes", "reply": "bytes of a compressed train reply, object by object"},
+        _bench,
+    )  # fmt: skip
     _add_export(sub)
     _add_device_model(sub)
     _add_certs(sub)

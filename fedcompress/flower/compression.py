@@ -3,16 +3,17 @@ what each client reconstructed), decodes and validates the uplink, and gives the
 expects: plain float ArrayRecords holding full model weights.
 
 Every tensor of the model's state travels: float tensors through the codecs (as float32 deltas), integer and
-bool buffers and 0-d tensors exactly beside the payload; what is sent is cast back to the model's own dtypes
-(fp16, bf16, int64...), whatever dtype the inner strategy aggregated in. Nodes without the fedcompress mod
-(`plain`) get and send plain arrays.
+bool buffers and 0-d tensors exactly, both in one frame (frame.py; a reply's frame also carries its metrics,
+put back before the inner strategy sees it); what is sent is cast back to the model's own dtypes (fp16, bf16,
+int64...), whatever dtype the inner strategy aggregated in. Nodes without the fedcompress mod (`plain`) get and
+send plain arrays.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,15 +23,15 @@ from flwr.serverapp.strategy import Strategy
 
 from fedcompress.errors import PayloadError
 from fedcompress.flower.downlink import HeldModels
+from fedcompress.flower.frame import Exact, Frame
 from fedcompress.flower.measurement import Note, Notes
-from fedcompress.flower.payload import payload_of, payload_record, raw_nbytes
+from fedcompress.flower.payload import payload_record, raw_nbytes
 from fedcompress.flower.protocol import (
     APPLIED_ROUND,
     BASE_DIGEST,
     BASE_ROUND,
     DEFAULT_RECORD_KEY,
     IDENTITY,
-    METADATA_METRIC,
     PLAIN_FALLBACK,
     RECORD_KEY,
     SEED,
@@ -48,7 +49,7 @@ from fedcompress.flower.records import (
     record_spec,
     record_to_numpy,
 )
-from fedcompress.flower.replies import check_reply, split_by_metric_keys
+from fedcompress.flower.replies import check_reply, open_reply, split_by_metric_keys
 
 log = logging.getLogger("fedcompress")
 
@@ -299,20 +300,29 @@ class Compression(Strategy):
         for reply in replies:
             pid = partition_of.get(reply.metadata.src_node_id, -1)
             reason = ""
+            sizes: dict[str, int] = {}  # a frame's sizes, for the ledger (what the bytes alone do not say)
             if reply.has_error():
                 reason = f"client error: {reply.error.reason}"
                 self.models.forget(pid)  # it may not hold what we think: send it the full model next time
                 self.no_shared_base.add(pid)
             else:
                 try:
-                    check_reply(reply, self.key, self._weight_key())  # replies.py: the records' structure
-                    self._decode_reply(pid, reply)
+                    # the frame out, its metrics back where the client's train function put them
+                    frame = open_reply(reply, self.key)
+                    check_reply(reply, self.key, self._weight_key(), framed=frame is not None)
+                    self._decode_reply(pid, reply, frame)
+                    if frame is not None:
+                        exact = sum(len(t.data) for t in frame.exact.values())
+                        sizes = {
+                            "encoded_bytes": len(frame.payload) + exact,
+                            "metadata_bytes": frame.metadata_bytes,
+                        }
                 except PayloadError as err:  # the peer's bytes are at fault; a bug in our code raises
                     reason = f"rejected payload: {err}"
             codec = PLAIN_FALLBACK if pid in self.plain else self.uplink_spec
             raw = raw_nbytes(self.received[pid]) if pid in self.received else None
             self.notes.update(
-                reply, partition_id=pid, raw_bytes=raw, codec=codec, rejected=reason, tier=self.tier
+                reply, partition_id=pid, raw_bytes=raw, codec=codec, rejected=reason, tier=self.tier, **sizes
             )
             if reason:
                 self.rejections[server_round] = self.rejections.get(server_round, 0) + 1
@@ -360,13 +370,10 @@ class Compression(Strategy):
             self.models.forget(pid)
             self.no_shared_base.add(pid)
 
-    def _decode_reply(self, pid: int, reply: Message) -> None:
-        """Replace an encoded update by the full weights the inner strategy expects (received + delta)."""
-        if self.key not in reply.content:
-            raise PayloadError(f"reply has no ArrayRecord {self.key!r}")
-        record = reply.content[self.key]
-        payload = payload_of(record)
-        if payload is None:
+    def _decode_reply(self, pid: int, reply: Message, frame: Frame | None) -> None:
+        """Put the full weights the inner strategy expects (received + delta) in place of an opened frame."""
+        if frame is None:
+            record = reply.content[self.key]
             if self.uplink is not None and pid not in self.plain:
                 raise PayloadError(f"expected an encoded payload ({self.uplink_spec}), got plain arrays")
             self._check_plain(record)
@@ -377,34 +384,29 @@ class Compression(Strategy):
                 raise PayloadError("got an encoded payload but the uplink is configured as identity")
             if pid not in self.received:
                 raise PayloadError(f"no model was sent to partition {pid} this round")
-            delta = _decode(payload, self._coded)
-            exact = self._exact_tensors(record)
+            delta = _decode(frame.payload, self._coded)
+            exact = self._exact_tensors(frame.exact)
             # the update lands on the global model, not on the client's copy of it: with a lossy downlink the
             # copies differ from the global model, and averaging copies would drop what the downlink left out
             base = self.global_np if self.global_np is not None else self.received[pid]
             full = OrderedDict((k, base[k] + delta[k] if k in self._coded else exact[k]) for k in base)
-            content = RecordDict({k: v for k, v in reply.content.items() if k != self.key})
-            content[self.key] = numpy_to_record(full)
-            reply.content = content
-        metrics = reply.content.get("metrics")
-        if isinstance(metrics, MetricRecord) and METADATA_METRIC in metrics:
-            del metrics[METADATA_METRIC]  # ours, not the user's: kept out of the aggregated train metrics
+            reply.content[self.key] = numpy_to_record(full)
 
-    def _exact_tensors(self, record: ArrayRecord) -> Arrays:
-        """The uncoded tensors beside a payload, checked against the model's shapes and dtypes."""
+    def _exact_tensors(self, exact: Mapping[str, Exact]) -> Arrays:
+        """The uncoded tensors of a frame, checked against the model's shapes and dtypes, and finite."""
         assert self.spec is not None
         want = {k: v for k, v in self.spec.items() if k not in self._coded}
-        got = {k: a for k, a in record.items() if k in want}
-        if set(got) != set(want) or len(record) != len(want) + 1:
-            raise PayloadError(
-                f"exact tensors beside the payload: got {sorted(k for k in record if k != 'payload')}, expected {sorted(want)}"
-            )
-        for k, a in got.items():
-            if (tuple(a.shape), record_spec(ArrayRecord({k: a}))[k][1]) != want[k]:
-                raise PayloadError(
-                    f"tensor {k!r}: shape {tuple(a.shape)} dtype {a.dtype}, model has {want[k]}"
-                )
-        return record_to_numpy(ArrayRecord(got))
+        if set(exact) != set(want):
+            got = sorted(k[:40] for k in exact)[:8]
+            raise PayloadError(f"exact tensors in the frame: got {got}, expected {sorted(want)}")
+        out = OrderedDict()
+        for k, t in exact.items():
+            if (t.shape, t.dtype) != want[k]:
+                raise PayloadError(f"tensor {k!r}: shape {t.shape} dtype {t.dtype[:20]}, model has {want[k]}")
+            out[k] = t.numpy()
+            if out[k].dtype.kind == "f" and not np.isfinite(out[k]).all():
+                raise PayloadError(f"tensor {k!r} holds NaN or Inf")
+        return out
 
     def _check_plain(self, record: ArrayRecord) -> None:
         """Plain arrays must match the model and be finite (checked on the wire bytes, without copies)."""

@@ -78,7 +78,7 @@ class Meter:
         """The row for a message as it is now (call before anything replaces its content)."""
         node = msg.metadata.dst_node_id if direction == "downlink" else msg.metadata.src_node_id
         record = None if msg.has_error() else msg.content.get(self.key)
-        record = record if isinstance(record, ArrayRecord) else None
+        record = record if isinstance(record, (ArrayRecord, ConfigRecord)) else None  # arrays or a frame
         metrics = None if msg.has_error() else msg.content.get("metrics")
         reported = _reported(metrics.get(METADATA_METRIC, 0)) if isinstance(metrics, MetricRecord) else 0
         with measuring():
@@ -90,7 +90,7 @@ class Meter:
                 direction=direction,  # type: ignore[arg-type]
                 message_bytes=message_bytes,
                 payload_bytes=payload_bytes,
-                raw_bytes=4 * _numel(record) if record is not None else 0,
+                raw_bytes=4 * _numel(record) if isinstance(record, ArrayRecord) else 0,
                 encoded_bytes=array_data_bytes(record) if record is not None else 0,
                 metadata_bytes=reported,
                 codec=IDENTITY,

@@ -4,7 +4,9 @@ Incoming: an encoded downlink delta is added to the model this node holds (kept 
 survives between rounds in simulation and across per-message ClientApp processes in deployment), after checking
 that the node's base model has the digest the server expects. Outgoing: the update `local - received` of every
 float tensor is encoded with the uplink pipeline named in the round's config; integer/bool buffers and 0-d
-tensors go beside the payload exactly. What compression dropped stays in `context.state` as error feedback.
+tensors go exactly, and the train function's MetricRecord too, all in one frame under the model's key
+(frame.py, payload.py: one record instead of four, ~500 B less a reply). What compression dropped stays in
+`context.state` as error feedback.
 Put it first in the mods list so later mods (clipping, local DP) still see float arrays.
 
 A node speaks the protocol only if it also answers the capability query: `attach(app)` registers that handler
@@ -17,13 +19,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from fedcompress.accel import device_for, to_device, to_numpy
 from fedcompress.flower import held_store
-from fedcompress.flower.payload import PAYLOAD_KEY, payload_of, payload_record
+from fedcompress.flower.frame import MAX_NAME, Frame, Metrics, foldable
+from fedcompress.flower.payload import exact_of, frame_record, read_frame
 from fedcompress.flower.protocol import (
     BASE_DIGEST,
     BASE_ROUND,
@@ -31,7 +34,6 @@ from fedcompress.flower.protocol import (
     DTYPES,
     HELD_ROUND,
     IDENTITY,
-    METADATA_METRIC,
     NUM_PARTITIONS,
     PARTITION_ID,
     PROTOCOL,
@@ -66,7 +68,7 @@ def make_compression_mod(initial_model: InitialModel | None = None) -> Mod:
         if key not in msg.content:
             return call_next(msg, context)
         spec = str(config.get(UPLINK, IDENTITY))
-        if spec == IDENTITY and BASE_ROUND not in config and payload_of(msg.content[key]) is None:
+        if spec == IDENTITY and BASE_ROUND not in config and read_frame(msg.content[key]) is None:
             return call_next(msg, context)  # nothing to decode, remember or encode: stay out of the way
         server_round = int(config.get(SERVER_ROUND, 0))
         received = _receive(msg, context, initial_model, key)
@@ -104,8 +106,8 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None,
     """Rebuild the full model from a downlink delta when needed; returns what this node trains from."""
     config = msg.content["config"]
     record = msg.content[key]
-    payload = payload_of(record)
-    if payload is None:
+    frame = read_frame(record)
+    if frame is None:
         received = record_to_numpy(record)
         if BASE_ROUND in config:
             context.state[DTYPES] = ConfigRecord({k: d for k, (_, d) in record_spec(record).items()})
@@ -117,17 +119,19 @@ def _receive(msg: Message, context: Context, initial_model: InitialModel | None,
             raise RuntimeError("downlink base model digest differs from the server's: cannot apply the delta")
         coded = {k: (v.shape, "float32") for k, v in base.items() if is_coded(k, v.shape, str(v.dtype))}
         delta = decode(
-            payload, expected=coded, max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in coded.values())
+            frame.payload,
+            expected=coded,
+            max_output_bytes=4 * sum(int(np.prod(s)) for s, _ in coded.values()),
         )
-        exact = record_to_numpy(ArrayRecord({k: a for k, a in record.items() if k != PAYLOAD_KEY}))
+        exact = {k: t.numpy() for k, t in frame.exact.items()}
         missing = [k for k in base if k not in coded and k not in exact]
         if missing:
             raise RuntimeError(f"downlink lacks the exact tensors {missing}")
         received = OrderedDict((k, base[k] + delta[k] if k in coded else exact[k]) for k in base)
         dtypes = context.state.get(DTYPES, {})  # DESIGN.md: read state through the RecordDict itself
-        msg.content[key] = numpy_to_record(
-            received, {k: ((), str(d)) for k, d in dtypes.items()}
-        )  # model dtypes
+        model = numpy_to_record(received, {k: ((), str(d)) for k, d in dtypes.items()})  # model dtypes
+        # a new RecordDict, in the same order: replacing the frame's ConfigRecord in place makes Flower warn
+        msg.content = RecordDict({k: model if k == key else v for k, v in msg.content.items()})
     if BASE_ROUND in config:  # the server tracks what this node holds: keep it
         held_store.keep(context, received, int(config.get(SERVER_ROUND, 0)), arrays_digest(received))
     return received
@@ -175,13 +179,27 @@ def _encode_reply(reply: Message, context: Context, spec: str, received: Arrays,
     res = Pipeline.parse(spec).encode(delta, state=state, seed=seed)
     if res.state is not None:
         context.state[RESIDUAL] = numpy_to_record(to_numpy(res.state))
-    exact = {k: record[k] for k in received if k not in delta}
+    exact = {k: exact_of(record[k]) for k in received if k not in delta}
     content = RecordDict({k: v for k, v in reply.content.items() if k != key})
-    content[key] = payload_record(res.payload, exact)
-    metrics = content.get("metrics")
-    if isinstance(metrics, MetricRecord):
-        metrics[METADATA_METRIC] = int(res.metadata_bytes)
+    metrics = _fold_metrics(content)
+    content[key] = frame_record(Frame(res.payload, int(res.metadata_bytes), exact, metrics))
     reply.content = content
+
+
+def _fold_metrics(content: RecordDict) -> Metrics | None:
+    """Take the reply's MetricRecord out into the frame (one record fewer on the wire), remembering its place;
+    the server puts it back before any strategy sees the reply. Left where it is when it does not fit."""
+    names = [k for k, v in content.items() if isinstance(v, MetricRecord)]
+    if len(names) != 1:
+        return None
+    name = names[0]
+    values = dict(content[name])
+    position = list(content).index(name)
+    too_long = any(len(k.encode()) > MAX_NAME for k in [name, *values])
+    if position > 255 or too_long or not foldable(values):
+        return None
+    del content[name]
+    return Metrics(name, position, values)
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

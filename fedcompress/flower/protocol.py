@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: payload, exact tensors and train metrics travel in one frame (frame.py)
 
 # --- train config keys the server sets (ConfigRecord "config" of a train message)
 UPLINK = "fedcompress.uplink"  # uplink pipeline spec; "identity" = plain arrays
@@ -26,8 +26,11 @@ RECORD_KEY = "fedcompress.record-key"  # name of the ArrayRecord holding the mod
 SERVER_ROUND = "server-round"  # set by Flower's strategies
 DEFAULT_RECORD_KEY = "arrays"
 
-# --- metric keys the client adds to its reply (removed again before the inner strategy aggregates)
-METADATA_METRIC = "fedcompress.metadata-bytes"
+# --- a compressed model (payload.py): one frame (frame.py) in one record under the model's key
+FRAME_KEY = "fc"  # the frame's key: a bytes value of a ConfigRecord, or (large frames) an Array
+FRAME_STYPE = "fedcompress.frame"  # the Array's stype when the frame is too large for a ConfigRecord
+LEGACY_STYPE = "fedcompress.payload/1"  # protocol 1's payload Array: refused with a clear reason
+METADATA_METRIC = "fedcompress.metadata-bytes"  # protocol 1's metric; protocol 2 carries it in the frame
 
 # --- client state keys (context.state)
 HELD = "fedcompress.held"  # the model this node last received (base of the next downlink delta)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from fedcompress.flower.compat import (
     HEAD_BODY_DIVIDER,
@@ -143,7 +143,7 @@ def wire_bytes(obj: Message | ArrayRecord | RecordDict) -> int:
             return sum(_serialized_size(o) for o in get_all_nested_objects(obj).values())
 
 
-def wire_bytes_of(msg: Message, part: ArrayRecord | None) -> tuple[int, int]:
+def wire_bytes_of(msg: Message, part: ArrayRecord | ConfigRecord | None) -> tuple[int, int]:
     """(wire bytes of `msg`, of `part`, a record inside it; 0 for None): the message walked once."""
     if part is None:
         return wire_bytes(msg), 0

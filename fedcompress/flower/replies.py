@@ -1,7 +1,9 @@
 """Validation of a train reply's structure before anything decodes or aggregates it: what a hostile or broken
 client can put in a Flower message is far more than a bad payload.
 
-A reply must hold exactly one ArrayRecord, under the model's key, and exactly one MetricRecord of finite scalars
+A compressed reply carries one frame under the model's key (payload.py); `open_reply` unpacks it and puts the
+user's MetricRecord back where the client's train function had it. Then a reply must hold exactly one
+ArrayRecord, under the model's key (none beside a frame), and exactly one MetricRecord of finite scalars
 with a positive, finite weight (`num-examples`); every plain Array in it must parse as the numpy array its dtype
 and shape declare. Anything else is a `PayloadError` naming what is wrong, so the reply is rejected and counted
 like a corrupt payload and the round goes on. Across a round, Flower's strategies refuse to aggregate replies
@@ -14,31 +16,51 @@ import math
 from collections import Counter
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedcompress.errors import PayloadError
-from fedcompress.flower.payload import STYPE
+from fedcompress.flower.frame import MAX_NAME, Frame
+from fedcompress.flower.payload import read_frame
 from fedcompress.flower.records import BF16, BF16_STYPE
 
-MAX_NAME = 1000
+
+def open_reply(reply: Message, key: str) -> Frame | None:
+    """The reply's frame (None: plain arrays), taken out of its content, with the MetricRecord it carried put
+    back at its place: the reply then holds what the client's train function returned, less the model."""
+    if key not in reply.content:
+        return None
+    frame = read_frame(reply.content[key])
+    if frame is None:
+        return None
+    records = [(k, v) for k, v in reply.content.items() if k != key]
+    m = frame.metrics
+    if m is not None:
+        if m.name == key or any(k == m.name for k, _ in records) or m.position > len(records):
+            raise PayloadError(
+                f"frame metrics {m.name[:60]!r} at place {m.position} clash with the reply's records"
+            )
+        records.insert(m.position, (m.name, MetricRecord(dict(m.values))))
+    reply.content = RecordDict(dict(records))
+    return frame
 
 
-def check_reply(reply: Message, key: str, weight_key: str) -> None:
-    """Raise PayloadError unless the reply's records have the shape a train reply must have."""
+def check_reply(reply: Message, key: str, weight_key: str, framed: bool = False) -> None:
+    """Raise PayloadError unless the reply's records have the shape a train reply must have (`framed`: its
+    model came in a frame, now opened, so no ArrayRecord may be left)."""
     content = reply.content
     arrays = [k for k, v in content.items() if isinstance(v, ArrayRecord)]
-    if arrays != [key]:
+    if arrays != ([] if framed else [key]):
         found = {k: type(v).__name__ for k, v in content.items()}
-        raise PayloadError(f"expected exactly one ArrayRecord {key!r}, reply holds {found}")
+        what = "no ArrayRecord beside the frame" if framed else f"exactly one ArrayRecord {key!r}"
+        raise PayloadError(f"expected {what}, reply holds {found}")
     metrics = [v for v in content.values() if isinstance(v, MetricRecord)]
     if len(metrics) != 1:
         raise PayloadError(f"expected exactly one MetricRecord, reply holds {len(metrics)}")
     check_metrics(metrics[0], weight_key)
-    for name, a in content[key].items():
+    for name, a in [] if framed else content[key].items():
         if len(name) > MAX_NAME:
             raise PayloadError(f"array name of {len(name)} characters")
-        if a.stype != STYPE:
-            check_array(name, a)
+        check_array(name, a)
 
 
 def check_metrics(metrics: MetricRecord, weight_key: str) -> None:

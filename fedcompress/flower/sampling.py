@@ -23,6 +23,7 @@ from fedcompress.flower.protocol import (
     NUM_PARTITIONS,
     PARTITION_ID,
     PROTOCOL,
+    PROTOCOL_VERSION,
     QUERY,
     QUERY_MESSAGE_TYPE,
     QUERY_PARTITION,
@@ -85,7 +86,15 @@ def discover_partitions(
         time.sleep(1.0)
     mapping = _assign(answers, stock)
     for pid, node in mapping.items():
-        if node in stock:
+        version = answers.get(node, {}).get(PROTOCOL, PROTOCOL_VERSION)
+        if version != PROTOCOL_VERSION:  # its frames would not read here, nor ours there: plain both ways
+            log.warning(
+                "node %d (partition %d) speaks fedcompress protocol %s, this server %d: plain fp32 both ways",
+                node, pid, version, PROTOCOL_VERSION,
+            )  # fmt: skip
+            if plain is not None:
+                plain.add(pid)
+        elif node in stock:
             log.warning(
                 "node %d (partition %d) runs no fedcompress mod (%s): plain fp32 both ways",
                 node,

@@ -36,6 +36,7 @@ from fedcompress.flower.protocol import (
 from fedcompress.flower.protocol import (
     IDENTITY,
     METADATA_METRIC,
+    PROTOCOL_VERSION,
 )
 from fedcompress.flower.protocol import (
     SEED as SEED_KEY,
@@ -166,7 +167,8 @@ class FedCompress(Measured):
         if self.plain and self.plain_clients == "refuse" and (self.compression.tracks_models):
             nodes = ", ".join(f"node {found[p]} (partition {p})" for p in sorted(self.plain))
             raise RunError(
-                f"{nodes}: no fedcompress mod (it did not answer the capability query), but the run compresses "
+                f"{nodes}: no fedcompress mod of protocol {PROTOCOL_VERSION} (no capability answer, or another "
+                "version: see the log), but the run compresses "
                 f"(uplink {self.compression.uplink_spec!r}, downlink {self.compression.downlink_spec!r}): add "
                 "`fedcompress.flower.mod.attach(app)` and `compression_mod` to its ClientApp, or allow plain fp32"
             )

@@ -45,7 +45,7 @@ def wire_size(obj: Message | RecordDict | ArrayRecord | Array) -> int:
     return sizer.total
 
 
-def wire_sizes(obj: Message | RecordDict, part: ArrayRecord) -> tuple[int, int]:
+def wire_sizes(obj: Message | RecordDict, part: ArrayRecord | ConfigRecord) -> tuple[int, int]:
     """(wire size of `obj`, of `part`) in one walk; `part` is inside `obj` (a message and its model)."""
     sizer = _Sizer()
     sizer.visit(part)

@@ -17,7 +17,8 @@ class Transfer:
     """One message between the server and one client.
 
     message_bytes: the whole message as Flower serializes it (all its content-addressed objects).
-    payload_bytes: the model part of it (the ArrayRecord and its arrays/chunks, serialized).
+    payload_bytes: the model part of it (the record under the model's key, serialized: plain arrays with their
+        chunks, or a compressed message's frame, which in a train reply also holds the metrics).
     raw_bytes: the same tensors as plain fp32 (what an uncompressed model would carry).
     encoded_bytes: the codec's output (equals the array data when nothing is encoded).
     metadata_bytes: the part of encoded_bytes that is headers, scales and bookkeeping, not coded values.

@@ -146,11 +146,25 @@ def test_state_dict_travels_exactly(name: str, codecs: tuple[str, str]) -> None:
         assert ledger["uplink_encoded_bytes"] < ledger["uplink_raw_bytes"]
 
 
-def test_model_with_a_tensor_named_like_the_payload_is_refused_clearly() -> None:
+def test_exact_tensors_named_like_our_keys_travel_in_the_frame_exactly() -> None:
+    """Exact tensors live inside the frame, so no model name can collide with the record's own keys."""
     from flwr.app import Array
 
-    from fedcompress.errors import ConfigError
-    from fedcompress.flower.payload import payload_record
+    from fedcompress.flower.payload import payload_record, read_frame
+    from fedcompress.flower.records import BF16_STYPE, numpy_to_record
 
-    with pytest.raises(ConfigError, match="payload"):
-        payload_record(b"x", {"payload": Array(np.zeros(1, np.int64))})
+    exact = {
+        "payload": Array(np.array(7, np.int64)),  # 0-d stays 0-d
+        "fc": Array(np.array([True, False])),
+        "bn.running_var": Array(np.array([[1.5, -0.0]], np.float16)),
+        **numpy_to_record({"half": np.array([1.0, -2.5], np.float32)}, {"half": ((2,), "bfloat16")}),
+    }
+    frame = read_frame(payload_record(b"x", exact))
+    assert frame is not None and frame.payload == b"x"
+    assert list(frame.exact) == list(exact)
+    for k, a in exact.items():
+        got = frame.exact[k]
+        assert got.shape == tuple(a.shape) and got.data == (
+            a.data if a.stype == BF16_STYPE else a.numpy().tobytes()
+        )
+    assert frame.exact["payload"].numpy().shape == () and frame.exact["half"].numpy().tolist() == [1.0, -2.5]

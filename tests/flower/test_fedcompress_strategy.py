@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
@@ -9,7 +11,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from fedcompress.config import RunConfig, defaults
 from fedcompress.flower import held_store
 from fedcompress.flower.clientapp import app as client_app
-from fedcompress.flower.payload import PAYLOAD_KEY, STYPE, payload_of, payload_record
+from fedcompress.flower.frame import pack
+from fedcompress.flower.payload import frame_record, read_frame
+from fedcompress.flower.protocol import FRAME_KEY, LEGACY_STYPE
 from fedcompress.flower.records import numpy_to_record, record_to_numpy, state_to_numpy
 from fedcompress.flower.sampling import discover_partitions
 from fedcompress.flower.strategies import make_strategy
@@ -93,23 +97,31 @@ def _corrupt(kind: str):  # noqa: ANN202
     def tamper(pid: int, reply: Message) -> Message:
         if pid != 1 or reply.has_error() or reply.metadata.message_type != "train":
             return reply
-        payload = payload_of(reply.content["arrays"])
+        frame = read_frame(reply.content["arrays"])  # the metrics stay in it: only the named part is bad
+        assert frame is not None
+        payload = frame.payload
         if kind == "truncate":
-            bad = payload_record(payload[: len(payload) // 2])
+            bad = frame_record(replace(frame, payload=payload[: len(payload) // 2]))
         elif kind == "bitflip":
             b = bytearray(payload)
             b[len(b) // 2] ^= 0x10
-            bad = payload_record(bytes(b))
-        elif kind == "version":
+            bad = frame_record(replace(frame, payload=bytes(b)))
+        elif kind == "version":  # the codec payload's version
             b = bytearray(payload)
             b[4] = 99
-            bad = payload_record(bytes(b))
+            bad = frame_record(replace(frame, payload=bytes(b)))
+        elif kind == "frame-version":  # the frame's (the protocol's) version
+            b = bytearray(pack(frame))
+            b[3] = 3
+            bad = ConfigRecord({FRAME_KEY: bytes(b)})
+        elif kind == "frame-garbage":
+            bad = ConfigRecord({FRAME_KEY: b"not-a-frame"})
         elif kind == "plain-nan":
             arrays = {"w": np.full((3,), np.nan, dtype=np.float32)}
             bad = numpy_to_record(arrays)
-        else:  # garbage with our stype
+        else:  # protocol 1's payload Array
             bad = ArrayRecord(
-                {PAYLOAD_KEY: Array(dtype="uint8", shape=(9,), stype=STYPE, data=b"not-a-payload"[:9])}
+                {"payload": Array(dtype="uint8", shape=(len(payload),), stype=LEGACY_STYPE, data=payload)}
             )
         reply.content["arrays"] = bad
         return reply
@@ -117,7 +129,9 @@ def _corrupt(kind: str):  # noqa: ANN202
     return tamper
 
 
-@pytest.mark.parametrize("kind", ["truncate", "bitflip", "version", "plain-nan", "garbage"])
+@pytest.mark.parametrize(
+    "kind", ["truncate", "bitflip", "version", "frame-version", "frame-garbage", "plain-nan", "protocol-1"]
+)
 def test_corrupt_payload_rejected_counted_and_round_goes_on(kind: str) -> None:
     cfg = _config(uplink=SPARSE, **{"clients-per-round": 5})
     strategy, ledger, _, acc, initial, result = _run(cfg, rounds=2, tamper=_corrupt(kind))

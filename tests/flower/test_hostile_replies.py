@@ -5,6 +5,9 @@ correctly; the round goes on, and the global model and the ledger stay intact.""
 from __future__ import annotations
 
 import math
+import struct
+import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +17,8 @@ from hypothesis import strategies as st
 
 from fedcompress.config import RunConfig, defaults
 from fedcompress.flower.clientapp import app as client_app
-from fedcompress.flower.payload import PAYLOAD_KEY, STYPE
+from fedcompress.flower.frame import Exact, Frame, Metrics, pack, unpack
+from fedcompress.flower.protocol import FRAME_KEY, FRAME_STYPE, LEGACY_STYPE
 from fedcompress.flower.records import numpy_to_record, record_to_numpy, state_to_numpy
 from fedcompress.flower.sampling import discover_partitions
 from fedcompress.flower.strategies import make_strategy
@@ -46,6 +50,7 @@ class Round:
         self.grid = LoopbackGrid(client_app, cfg.as_run_config(), 3)
         self.partitions = discover_partitions(self.grid, 3)
         self.initial = numpy_to_record(state_to_numpy(make_model(cfg)))
+        self.reasons: list[str] = []
         strategy = self._strategy()
         self.sent = list(strategy.configure_train(1, self.initial, ConfigRecord(), self.grid))
         self.replies = list(self.grid.send_and_receive(self.sent))
@@ -55,7 +60,7 @@ class Round:
         self.ledger = Ledger()
         return FedCompress(
             make_strategy(self.cfg), partitions=dict(self.partitions), clients_per_round=3, seed=5,
-            uplink=self.cfg.uplink, ledger=self.ledger,
+            uplink=self.cfg.uplink, ledger=self.ledger, on_reject=lambda r, p, why: self.reasons.append(why),
         )  # fmt: skip
 
     def _copy(self, reply: Message, content: RecordDict | None = None) -> Message:
@@ -68,14 +73,31 @@ class Round:
     def _aggregate(strategy: FedCompress, replies: list[Message]):  # noqa: ANN205
         return strategy.aggregate_train(1, replies)
 
-    def run(self, mutate) -> tuple[FedCompress, ArrayRecord | None]:  # noqa: ANN001
-        """Round 1 again on a fresh strategy, the first client's reply replaced by `mutate(content)`."""
+    def run(self, mutate, expose: bool = True) -> tuple[FedCompress, ArrayRecord | None]:  # noqa: ANN001
+        """Round 1 again on a fresh strategy, the first client's reply replaced by `mutate(content)`; `expose`:
+        a frame's metrics moved beside it and the frame put in an Array (both forms the server also reads),
+        so the cases written for plain records reach every part of a compressed reply."""
         strategy = self._strategy()
         list(strategy.configure_train(1, self.initial, ConfigRecord(), self.grid))
         replies = [self._copy(r) for r in self.replies]
-        replies[0] = self._copy(self.replies[0], mutate(replies[0].content))
+        content = _exposed(replies[0].content) if expose else replies[0].content
+        replies[0] = self._copy(self.replies[0], mutate(content))
         arrays, _ = self._aggregate(strategy, replies)
         return strategy, arrays
+
+
+def _exposed(content: RecordDict) -> RecordDict:
+    """The same reply with its frame's metrics as a MetricRecord beside the frame, the frame as an Array."""
+    record = content["arrays"]
+    if not isinstance(record, ConfigRecord):
+        return content
+    frame = unpack(record[FRAME_KEY])
+    out = [(k, v) for k, v in content.items() if k != "arrays"]
+    if frame.metrics is not None:
+        out.insert(frame.metrics.position, (frame.metrics.name, MetricRecord(dict(frame.metrics.values))))
+    data = pack(Frame(frame.payload, frame.metadata_bytes, frame.exact))
+    array = Array(dtype="uint8", shape=(len(data),), stype=FRAME_STYPE, data=data)
+    return RecordDict({**dict(out), "arrays": ArrayRecord({FRAME_KEY: array})})
 
 
 def _copy_record(v):  # noqa: ANN001, ANN202
@@ -183,11 +205,14 @@ CASES = {
     "garbage-npy": lambda c: _array(
         _first_name(c), Array(dtype="float32", shape=(2,), stype="numpy.ndarray", data=b"\x93NUMPYgarbage!")
     )(c),
-    "payload-wrong-stype": lambda c: _array(
-        PAYLOAD_KEY, Array(dtype="uint8", shape=(4,), stype="other", data=b"abcd")
+    "frame-wrong-stype": lambda c: _array(
+        FRAME_KEY, Array(dtype="uint8", shape=(4,), stype="other", data=b"abcd")
     )(c),
-    "payload-huge-shape": lambda c: _array(
-        PAYLOAD_KEY, Array(dtype="uint8", shape=(2**40,), stype=STYPE, data=b"abcd")
+    "frame-huge-shape": lambda c: _array(
+        FRAME_KEY, Array(dtype="uint8", shape=(2**40,), stype=FRAME_STYPE, data=b"abcd")
+    )(c),
+    "protocol-1-payload": lambda c: _array(
+        "payload", Array(dtype="uint8", shape=(4,), stype=LEGACY_STYPE, data=b"abcd")
     )(c),
     "bf16-wrong-size": lambda c: _array(
         _first_name(c), Array(dtype="bfloat16", shape=(1000,), stype="fedcompress.bfloat16/1", data=b"\0\0")
@@ -206,6 +231,104 @@ def test_genuine_replies_accepted_exactly(round_: Round) -> None:
     _check(round_, strategy, arrays, rejected=False)
 
 
+# ---------------------------------------------------------------- the frame itself (a client that knows the format)
+def _framed(change):  # noqa: ANN001, ANN202
+    """Replace the frame by `change(frame_bytes, frame)` (bytes, or a record for the model's place)."""
+
+    def mutate(content: RecordDict) -> RecordDict:
+        if not isinstance(content["arrays"], ConfigRecord):
+            pytest.skip("plain replies carry no frame")
+        data = content["arrays"][FRAME_KEY]
+        out = change(data, unpack(data))
+        content["arrays"] = ConfigRecord({FRAME_KEY: out}) if isinstance(out, bytes) else out
+        return content
+
+    return mutate
+
+
+def _resealed(data: bytes, version: int | None = None, flags: int | None = None, tail: bytes = b"") -> bytes:
+    """The frame with its prefix changed and `tail` appended, under a valid checksum."""
+    body = data[9:] + tail
+    prefix = struct.pack(
+        "<3sBB", b"FCR", data[3] if version is None else version, data[4] if flags is None else flags
+    )
+    return prefix + struct.pack("<I", zlib.crc32(body)) + body
+
+
+def _with(frame: Frame, **changes) -> bytes:  # noqa: ANN003
+    return pack(replace(frame, **changes))
+
+
+def _metrics(frame: Frame, **changes) -> Metrics:  # noqa: ANN003
+    assert frame.metrics is not None
+    return replace(frame.metrics, **changes)
+
+
+FRAME_CASES = {  # case -> (change, words the reason must hold)
+    "bad-magic": (lambda d, f: b"XYZ" + d[3:], "not a fedcompress reply frame"),
+    "too-short": (lambda d, f: d[:5], "not a fedcompress reply frame"),
+    "other-version": (lambda d, f: _resealed(d, version=3), "protocol 3"),
+    "protocol-1-version": (lambda d, f: _resealed(d, version=1), "protocol 1"),
+    "unknown-flag": (lambda d, f: _resealed(d, flags=0x81), "flags"),
+    "bad-checksum": (lambda d, f: d[:-1] + bytes([d[-1] ^ 1]), "checksum"),
+    "truncated": (lambda d, f: _resealed(d[:-3]), "truncated"),
+    "trailing-bytes": (lambda d, f: _resealed(d, tail=b"\0\0"), "after the frame"),
+    "no-metrics": (lambda d, f: _with(f, metrics=None), "MetricRecord"),
+    "nan-metric-inside": (
+        lambda d, f: _with(f, metrics=_metrics(f, values={**f.metrics.values, "train_loss": float("nan")})),
+        "nan",
+    ),
+    "no-weight-inside": (lambda d, f: _with(f, metrics=_metrics(f, values={"train_loss": 0.5})), "weight"),
+    "metrics-named-like-the-model": (lambda d, f: _with(f, metrics=_metrics(f, name="arrays")), "clash"),
+    "metrics-out-of-place": (lambda d, f: _with(f, metrics=_metrics(f, position=7)), "clash"),
+    "extra-exact-tensor": (
+        lambda d, f: _with(f, exact={"ghost": Exact("int64", (), bytes(8))}),
+        "exact tensors",
+    ),
+    "exact-object-dtype": (
+        lambda d, f: _with(f, exact={"ghost": Exact("object", (1,), bytes(8))}),
+        "number type",
+    ),
+    "exact-huge-shape": (
+        lambda d, f: _with(f, exact={"g": Exact("float32", (2**30, 2**30), b"")}),
+        "larger than",
+    ),
+    "payload-garbage": (lambda d, f: _with(f, payload=b"FCMP" + bytes(30)), "payload"),
+    "two-values": (lambda d, f: ConfigRecord({FRAME_KEY: d, "x": 1}), "one bytes"),
+    "value-not-bytes": (lambda d, f: ConfigRecord({FRAME_KEY: "text"}), "one bytes"),
+    "protocol-1-record": (
+        lambda d, f: ArrayRecord(
+            {"payload": Array(dtype="uint8", shape=(len(f.payload),), stype=LEGACY_STYPE, data=f.payload)}
+        ),
+        "protocol 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FRAME_CASES))
+def test_malformed_frame_rejected_with_its_reason_and_counted(round_: Round, case: str) -> None:
+    change, words = FRAME_CASES[case]
+    strategy, arrays = round_.run(_framed(change), expose=False)
+    _check(round_, strategy, arrays, rejected=True)
+    assert len(round_.reasons) >= 1 and words.lower() in round_.reasons[-1].lower(), round_.reasons[-1]
+
+
+def test_metrics_beside_a_frame_that_carries_them_rejected(round_: Round) -> None:
+    def twice(content: RecordDict) -> RecordDict:
+        if not isinstance(content["arrays"], ConfigRecord):
+            pytest.skip("plain replies carry no frame")
+        content["metrics"] = MetricRecord({"num-examples": 3})
+        return content
+
+    strategy, arrays = round_.run(twice, expose=False)
+    _check(round_, strategy, arrays, rejected=True)
+
+
+def test_genuine_replies_accepted_exactly_as_sent(round_: Round) -> None:
+    strategy, arrays = round_.run(lambda c: c, expose=False)
+    _check(round_, strategy, arrays, rejected=False)
+
+
 # ---------------------------------------------------------------- hypothesis: random structures and mutations
 finite = st.floats(allow_nan=True, allow_infinity=True, width=64)
 metric_values = st.one_of(st.integers(-(2**63), 2**63 - 1), finite, st.lists(finite, max_size=3))
@@ -217,7 +340,7 @@ shapes = st.lists(st.integers(-3, 2**40), min_size=0, max_size=4).map(tuple)
 @st.composite
 def hostile_arrays(draw: st.DrawFn) -> Array:
     data = draw(st.binary(max_size=64))
-    stype = draw(st.sampled_from(["numpy.ndarray", STYPE, "fedcompress.bfloat16/1", "x"]))
+    stype = draw(st.sampled_from(["numpy.ndarray", FRAME_STYPE, LEGACY_STYPE, "fedcompress.bfloat16/1", "x"]))
     return Array(dtype=draw(dtypes), shape=draw(shapes), stype=stype, data=data)
 
 
@@ -230,7 +353,7 @@ def mutations(draw: st.DrawFn):  # noqa: ANN202
         return lambda c: _replace("metrics", MetricRecord({**dict(c["metrics"]), k: v}))(c)
     if kind == "array":
         a = draw(hostile_arrays())
-        which = draw(st.sampled_from(["first", PAYLOAD_KEY, "new"]))
+        which = draw(st.sampled_from(["first", FRAME_KEY, "new"]))
         return lambda c: _array(_first_name(c) if which == "first" else which, a)(c)
     if kind == "record":
         key = draw(st.sampled_from(["arrays", "metrics", "config", "x"]))
