@@ -209,6 +209,7 @@ def _expand(raw: dict[str, Any], where: _Locator, *, quick: bool) -> tuple[dict[
     explicit = list(raw.get("cells", []))
     targets = {k: float(v) for k, v in raw["study"].get("target", {}).items()}
     forced: dict[str, Any] = {}
+    had_grid = bool(grid) or (quick and bool(raw["quick"].get("grid")))
     if quick:
         q = raw["quick"]
         forced = {k: v for k, v in q.items() if k not in QUICK_TABLES}
@@ -221,7 +222,9 @@ def _expand(raw: dict[str, Any], where: _Locator, *, quick: bool) -> tuple[dict[
 
     combos: list[tuple[dict[str, Any], list[str]]] = []
     keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
+    # No [grid] at all (only [[cells]]): no grid cell either, not the base alone as a surprise cell.
+    product = itertools.product(*(grid[k] for k in keys)) if had_grid else ()
+    for values in product:
         combos.append(({**base, **dict(zip(keys, values, strict=True)), **forced}, tables))
     for i, cell in enumerate(explicit):
         table = f"{'quick.' if quick and 'cells' in raw['quick'] else ''}cells#{i}"

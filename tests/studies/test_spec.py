@@ -143,6 +143,11 @@ seed = [0, 1, 2]
         (lr, seed) for lr in (0.001, 0.01) for seed in (0, 1, 2)
     ]
     assert len(study.cells) == 4 + 6
+    only_cells = GOOD.replace("[grid]", "[[cells]]").replace(
+        'uplink = ["identity", "fp16"]', 'uplink = "fp16"'
+    )
+    study = load_study(_spec(tmp_path, only_cells))  # no [grid]: the cells alone, not the base as one more
+    assert [(c.overrides["uplink"], c.overrides["seed"]) for c in study.cells] == [("fp16", 0), ("fp16", 1)]
     text = GOOD.replace("[quick]", cells.replace("[0, 1, 2]", "[]") + "\n[quick]")
     _fails(tmp_path, text, rf":{_line_of(text, 'seed = []')}:", "empty list")
 
