@@ -29,6 +29,7 @@ from typing import Any
 
 from fedcompress.config import RunConfig, check_preset, defaults
 from fedcompress.errors import ConfigError
+from fedcompress.studies.baselines import STRATEGY_PARAMS
 
 STUDIES_DIR = Path(__file__).resolve().parent / "specs"  # shipped specs (package data)
 TOP_TABLES = ("study", "base", "grid", "cells", "quick")
@@ -309,9 +310,14 @@ def config_hash(overrides: dict[str, Any]) -> str:
 
 
 def slug(cfg: RunConfig) -> str:
-    """A readable folder name: dataset, partitioning, pipelines, seed (the appended hash tells the rest)."""
+    """A readable folder name: dataset, partitioning, strategy (not FedAvg), pipelines, seed (the appended hash
+    tells the rest). FedAvg adds nothing, so the ids of studies made before strategies varied stay the same."""
     part = cfg.partitioning + (f"{cfg.dirichlet_alpha:g}" if cfg.partitioning == "dirichlet" else "")
-    bits = [cfg.dataset, part, f"up-{_pipe_slug(cfg.uplink)}"]
+    bits = [cfg.dataset, part]
+    if cfg.strategy != "fedavg":  # `--only fedadam0.01` picks a baseline's seeds
+        params = STRATEGY_PARAMS.get(cfg.strategy, ())
+        bits.append(cfg.strategy + "-".join(f"{getattr(cfg, k.replace('-', '_')):g}" for k, _ in params))
+    bits.append(f"up-{_pipe_slug(cfg.uplink)}")
     if cfg.downlink != IDENTITY:
         bits.append(f"down-{_pipe_slug(cfg.downlink)}")
     bits.append(f"s{cfg.seed}")

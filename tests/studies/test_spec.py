@@ -143,6 +143,11 @@ seed = [0, 1, 2]
         (lr, seed) for lr in (0.001, 0.01) for seed in (0, 1, 2)
     ]
     assert len(study.cells) == 4 + 6
+    ids = [c.cell_id for c in study.cells]
+    assert (
+        sum("_fedadam0.001_up-identity_s" in i for i in ids) == 3
+    )  # the strategy in the id: --only finds it
+    assert sum("_iid_up-" in i for i in ids) == 4  # FedAvg cells keep the ids they had
     only_cells = GOOD.replace("[grid]", "[[cells]]").replace(
         'uplink = ["identity", "fp16"]', 'uplink = "fp16"'
     )
