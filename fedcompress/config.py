@@ -312,7 +312,12 @@ class RunConfig:
             )
 
     def as_run_config(self) -> dict[str, Any]:
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        """The resolved config (kebab-case keys). `compression` is left out: once resolved it is always
+        'custom' and the pipelines say what runs, so run dirs, checkpoints, digests and study cell ids stay what
+        they were before presets existed."""
+        out = {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        del out["compression"]
+        return out
 
     def digest(self) -> str:
         """A short hash of the resolved config (run-dir excluded), to tell runs apart and skip finished ones."""
