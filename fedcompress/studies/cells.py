@@ -145,7 +145,8 @@ def headline(dataset: str, rows: list[Row]) -> str:
     ok = [r for r in rows if not r.is_fp32 and r.all_reached and r.ratio("uplink", r.baseline) is not None]
     if not ok:
         if all(r.is_fp32 for r in rows):
-            return f"**{dataset}:** only fp32 baselines ran; the best is {_base(rows[0].baseline)}."
+            best_fp32 = min((r.baseline for r in rows if r.baseline), key=lambda b: _base_mb(b))
+            return f"**{dataset}:** only fp32 baselines ran; the best is {_base(best_fp32)}."
         return f"**{dataset}:** no compressed pipeline reached {target:g} in every seed."
     best = min(ok, key=lambda r: (r.ratio("uplink", r.baseline), r.ratio("total", r.baseline) or 0))
     base = best.baseline
@@ -199,3 +200,7 @@ def _base(row: Row | None) -> str:
     if row is None or row.uplink_mb_to_target is None:
         return DASH
     return f"{row.label} ({fmt_mb(row.uplink_mb_to_target.median)} MB uplink to the target)"
+
+
+def _base_mb(row: Row) -> float:
+    return row.uplink_mb_to_target.median if row.uplink_mb_to_target else float("inf")

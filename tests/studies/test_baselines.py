@@ -95,6 +95,20 @@ def test_headline_names_the_best_pipeline_against_the_best_baseline(report: tupl
     assert "| strategy |" in table_head and "uplink ratio vs same-strategy fp32" in table_head
 
 
+def test_headline_when_only_baselines_ran(tmp_path: Path) -> None:
+    from fedcompress.studies.cells import headline
+
+    base = {"dataset": "digits", "partitioning": "iid", "num-partitions": 4, "clients-per-round": 2}
+    for strategy, reach in (("fedavg", 3), ("fedavgm", 2)):
+        write_run(tmp_path / strategy, {**base, "compression": "none", "strategy": strategy}, [0.1] * reach + [0.6],
+                  1000, 1000)  # fmt: skip
+    _, runs, _ = load_runs(tmp_path)
+    rows = build_rows(runs, {"digits": 0.5})["digits"]
+    assert "only fp32 baselines ran; the best is fp32 FedAvgM (server lr 1.0, momentum 0.9)" in headline(
+        "digits", rows
+    )
+
+
 def test_no_fp32_reached_in_every_seed_means_no_ratios(tmp_path: Path) -> None:
     base = {"dataset": "digits", "partitioning": "iid", "num-partitions": 4, "clients-per-round": 2}
     for seed, accs in enumerate(([0.1, 0.6], [0.1, 0.2])):
