@@ -26,6 +26,9 @@ TIER_TRAINING = ("nested", "distill", "separate", "heterofl", "deliver")
 ATTACKS = ("none", "sign-flip", "scale", "random")
 DEFAULT_UPLINK = "topk(0.05) > ef > uniform(4) > entropy"  # a compression framework compresses by default
 DEFAULT_DOWNLINK = "topk(0.2) > uniform(4) > entropy"
+CUSTOM = "custom"  # the `compression` value that means "no preset" (fedcompress.codecs.presets.CUSTOM)
+PIPELINE_KEYS = ("uplink", "downlink")
+_DEFAULT_PIPELINES = {"uplink": DEFAULT_UPLINK, "downlink": DEFAULT_DOWNLINK}
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ def key(
 ) -> Any:
     """Declare one run-config key: its default, help, an optional short flag, and what values it accepts."""
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "check": check})
+
+
+def _presets() -> tuple[str, ...]:
+    from fedcompress.codecs.presets import NAMES
+
+    return NAMES
 
 
 def _strategies() -> tuple[str, ...]:
@@ -114,6 +123,12 @@ class RunConfig:
     run_dir: str = key("", "where to write metrics, ledger and summary (default ./runs/...)")
     uplink: str = key(DEFAULT_UPLINK, "uplink codec pipeline ('identity' = plain fp32)")
     downlink: str = key(DEFAULT_DOWNLINK, "downlink codec pipeline ('identity' = plain fp32)")
+    compression: str = key(
+        CUSTOM,
+        "named preset setting uplink and downlink together (see the README's preset table); "
+        "'custom' uses --uplink / --downlink as given",
+        choices=_presets,  # type: ignore[arg-type]
+    )
     downlink_shared_init: bool = key(
         True, "first compressed downlink is a delta from the seeded initial model"
     )
@@ -226,6 +241,23 @@ class RunConfig:
     )
     tier_refresh_every: int = key(5, "deliver mode: rounds between server-made tier models", check=AT_LEAST_1)
 
+    def __post_init__(self) -> None:
+        """A preset is a spelling: it becomes its pipelines here, so a digest or a hash sees only those."""
+        if self.compression == CUSTOM:
+            return
+        from fedcompress.codecs.presets import NAMES, preset
+
+        if self.compression not in NAMES:
+            return  # validate() names the bad value and the choices
+        chosen = preset(self.compression)
+        assert chosen is not None
+        for name in PIPELINE_KEYS:
+            value, wanted = getattr(self, name), getattr(chosen, name)
+            if value not in (wanted, _DEFAULT_PIPELINES[name]):  # set on purpose, and not to the preset's
+                raise _preset_conflict(self.compression, name, value)
+            object.__setattr__(self, name, wanted)
+        object.__setattr__(self, "compression", CUSTOM)
+
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name.replace("_", "-") for f in fields(cls)]
@@ -281,7 +313,12 @@ class RunConfig:
             )
 
     def as_run_config(self) -> dict[str, Any]:
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        """The resolved config (kebab-case keys). `compression` is left out: once resolved it is always
+        'custom' and the pipelines say what runs, so run dirs, checkpoints, digests and study cell ids stay what
+        they were before presets existed."""
+        out = {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        del out["compression"]
+        return out
 
     def digest(self) -> str:
         """A short hash of the resolved config (run-dir excluded), to tell runs apart and skip finished ones."""
@@ -349,7 +386,29 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 
 def check_keys(overrides: dict[str, Any]) -> None:
-    """Overrides a user typed must all be ours."""
+    """Overrides a user typed must all be ours, and must not name a preset and a pipeline at once."""
     unknown = sorted(set(overrides) - set(RunConfig.keys()))
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(RunConfig.keys())}")
+    check_preset(overrides)
+
+
+def check_preset(overrides: dict[str, Any]) -> None:
+    """A preset and an explicit `uplink` / `downlink` in the same overrides: which one was meant is unknowable.
+
+    Only overrides can tell "set on purpose" from "left at the default"; a resolved config is checked by
+    RunConfig itself (a pipeline that is neither the default nor the preset's).
+    """
+    name = overrides.get("compression", CUSTOM)
+    if name == CUSTOM:
+        return
+    for key_name in PIPELINE_KEYS:
+        if key_name in overrides:
+            raise _preset_conflict(str(name), key_name, overrides[key_name])
+
+
+def _preset_conflict(name: str, key_name: str, value: Any) -> ConfigError:
+    return ConfigError(
+        f"config key 'compression' = {name!r} sets both pipelines, and config key {key_name!r} = {value!r} "
+        f"sets the {key_name} too: give one of them (compression = 'custom' uses {key_name!r} as given)"
+    )

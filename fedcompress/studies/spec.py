@@ -8,7 +8,8 @@ Layout of a spec::
     [study]   name, description, [study.target] <dataset> = <accuracy in (0, 1]>
     [base]    run-config values shared by every cell
     [grid]    run-config key = [values...]; the cartesian product, in the order written
-    [[cells]] explicit extra combinations (base + the table)
+    [[cells]] explicit extra combinations (base + the table); a list value makes the table a small grid of
+              its own (`seed = [0, 1, 2]`: three cells), so a baseline with its own strategy settings is one table
     [quick]   run-config overrides for the CI variant; optional [quick.grid], [quick.target], [[quick.cells]]
 
 Precedence for one cell: base < grid combination (or explicit cell) < quick overrides (with --quick).
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import RunConfig, defaults
+from fedcompress.config import RunConfig, check_preset, defaults
 from fedcompress.errors import ConfigError
+from fedcompress.studies.baselines import STRATEGY_PARAMS
 
 STUDIES_DIR = Path(__file__).resolve().parent / "specs"  # shipped specs (package data)
 TOP_TABLES = ("study", "base", "grid", "cells", "quick")
@@ -192,6 +194,10 @@ def _check_cells(cells: Any, table: str, where: _Locator) -> None:
         if not cell:
             raise where.error(None, table, f"[[{table}]] #{i + 1} is empty")
         _check_run_keys(cell, f"{table}#{i}", where)
+        for key, value in cell.items():
+            if value == []:
+                message = f"[[{table}]] #{i + 1} {key} = []: empty list, the cell would have no runs"
+                raise where.error(f"{table}#{i}", key, message)
 
 
 # ------------------------------------------------------------------ expansion
@@ -204,6 +210,7 @@ def _expand(raw: dict[str, Any], where: _Locator, *, quick: bool) -> tuple[dict[
     explicit = list(raw.get("cells", []))
     targets = {k: float(v) for k, v in raw["study"].get("target", {}).items()}
     forced: dict[str, Any] = {}
+    had_grid = bool(grid) or (quick and bool(raw["quick"].get("grid")))
     if quick:
         q = raw["quick"]
         forced = {k: v for k, v in q.items() if k not in QUICK_TABLES}
@@ -216,11 +223,14 @@ def _expand(raw: dict[str, Any], where: _Locator, *, quick: bool) -> tuple[dict[
 
     combos: list[tuple[dict[str, Any], list[str]]] = []
     keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
+    # No [grid] at all (only [[cells]]): no grid cell either, not the base alone as a surprise cell.
+    product = itertools.product(*(grid[k] for k in keys)) if had_grid else ()
+    for values in product:
         combos.append(({**base, **dict(zip(keys, values, strict=True)), **forced}, tables))
     for i, cell in enumerate(explicit):
         table = f"{'quick.' if quick and 'cells' in raw['quick'] else ''}cells#{i}"
-        combos.append(({**base, **cell, **forced}, [table, *tables]))
+        for one in _cell_product(cell):
+            combos.append(({**base, **one, **forced}, [table, *tables]))
 
     cells: list[Cell] = []
     seen: set[str] = set()
@@ -241,8 +251,16 @@ def _expand(raw: dict[str, Any], where: _Locator, *, quick: bool) -> tuple[dict[
     return targets, cells
 
 
+def _cell_product(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """A [[cells]] table with list values -> one table per combination (no run-config value is a list)."""
+    axes = [k for k, v in cell.items() if isinstance(v, list)]
+    combos = itertools.product(*(cell[k] for k in axes))
+    return [{**cell, **dict(zip(axes, values, strict=True))} for values in combos]
+
+
 def _resolve(overrides: dict[str, Any], search: list[str], where: _Locator) -> RunConfig:
     try:
+        check_preset(overrides)  # a preset and a pipeline both written: only the overrides can tell
         return RunConfig.from_run_config({**defaults(), **overrides})
     except ConfigError as err:
         match = re.search(r"config key '([^']+)'", str(err))
@@ -292,9 +310,14 @@ def config_hash(overrides: dict[str, Any]) -> str:
 
 
 def slug(cfg: RunConfig) -> str:
-    """A readable folder name: dataset, partitioning, pipelines, seed (the appended hash tells the rest)."""
+    """A readable folder name: dataset, partitioning, strategy (not FedAvg), pipelines, seed (the appended hash
+    tells the rest). FedAvg adds nothing, so the ids of studies made before strategies varied stay the same."""
     part = cfg.partitioning + (f"{cfg.dirichlet_alpha:g}" if cfg.partitioning == "dirichlet" else "")
-    bits = [cfg.dataset, part, f"up-{_pipe_slug(cfg.uplink)}"]
+    bits = [cfg.dataset, part]
+    if cfg.strategy != "fedavg":  # `--only fedadam0.01` picks a baseline's seeds
+        params = STRATEGY_PARAMS.get(cfg.strategy, ())
+        bits.append(cfg.strategy + "-".join(f"{getattr(cfg, k.replace('-', '_')):g}" for k, _ in params))
+    bits.append(f"up-{_pipe_slug(cfg.uplink)}")
     if cfg.downlink != IDENTITY:
         bits.append(f"down-{_pipe_slug(cfg.downlink)}")
     bits.append(f"s{cfg.seed}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fedcompress.config import RunConfig, defaults
 from fedcompress.studies.runner import run_study
 from fedcompress.studies.spec import STUDIES_DIR, SpecError, load_study
 
@@ -127,11 +128,65 @@ def test_nothing_runs_on_a_bad_spec(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_cell_with_lists_is_a_small_grid(tmp_path: Path) -> None:
+    """One [[cells]] table per baseline: its server settings and seeds as lists (what femnist_ratios uses)."""
+    cells = """
+[[cells]]
+uplink = "identity"
+strategy = "fedadam"
+server-learning-rate = [0.001, 0.01]
+seed = [0, 1, 2]
+"""
+    study = load_study(_spec(tmp_path, GOOD.replace("[quick]", cells + "\n[quick]")))
+    adam = [c.overrides for c in study.cells if c.overrides.get("strategy") == "fedadam"]
+    assert [(o["server-learning-rate"], o["seed"]) for o in adam] == [
+        (lr, seed) for lr in (0.001, 0.01) for seed in (0, 1, 2)
+    ]
+    assert len(study.cells) == 4 + 6
+    ids = [c.cell_id for c in study.cells]
+    # the strategy in the id, so --only finds a baseline's seeds
+    assert sum("_fedadam0.001_up-identity_" in i for i in ids) == 3
+    assert sum("_iid_up-" in i for i in ids) == 4  # FedAvg cells keep the ids they had
+    only_cells = GOOD.replace("[grid]", "[[cells]]").replace(
+        'uplink = ["identity", "fp16"]', 'uplink = "fp16"'
+    )
+    study = load_study(_spec(tmp_path, only_cells))  # no [grid]: the cells alone, not the base as one more
+    assert [(c.overrides["uplink"], c.overrides["seed"]) for c in study.cells] == [("fp16", 0), ("fp16", 1)]
+    text = GOOD.replace("[quick]", cells.replace("[0, 1, 2]", "[]") + "\n[quick]")
+    _fails(tmp_path, text, rf":{_line_of(text, 'seed = []')}:", "empty list")
+
+
+def test_preset_cells(tmp_path: Path) -> None:
+    """A preset and the same pipelines written out are one cell; a preset beside a pipeline names its line."""
+    from fedcompress.codecs.presets import PRESETS
+
+    light = PRESETS["light"]
+    cells = f"""
+[[cells]]
+compression = "light"
+seed = 0
+
+[[cells]]
+uplink = "{light.uplink}"
+downlink = "{light.downlink}"
+seed = 0
+"""
+    base = GOOD.replace('uplink = ["identity", "fp16"]', 'compression = ["none"]')
+    study = load_study(_spec(tmp_path, base.replace("[quick]", cells + "\n[quick]")))
+    assert len(study.cells) == 2 + 1  # none x seeds 0, 1; light once
+    clash = GOOD.replace("num-server-rounds = 2", 'num-server-rounds = 2\ndownlink = "identity"')
+    clash = clash.replace("[quick]", '[[cells]]\ncompression = "strong"\nseed = 0\n\n[quick]')
+    line = _line_of(clash, "compression = ")
+    _fails(tmp_path, clash, rf":{line}:", "'compression' = 'strong'", "'downlink'")
+
+
 @pytest.mark.parametrize("path", sorted(STUDIES_DIR.glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_specs_are_valid(path: Path) -> None:
     full, quick = load_study(path), load_study(path, quick=True)
     assert len(full.cells) >= 1 and 1 <= len(quick.cells) <= 3
     assert all(c.overrides["dataset"] == "digits" and c.num_rounds <= 5 for c in quick.cells)
     assert "Expected run time on 2 CPU cores" in path.read_text()
-    if "uplink" in full.raw.get("grid", {}):  # a codec study: the fp32 FedAvg reference must be a cell
-        assert any(c.overrides["uplink"] == "identity" for c in full.cells)
+    resolved = [RunConfig.from_run_config({**defaults(), **c.overrides}) for c in full.cells]
+    # a codec study: an fp32 reference must be a cell
+    if any(c.uplink != resolved[0].uplink for c in resolved):
+        assert any(c.uplink == c.downlink == "identity" for c in resolved)
