@@ -284,9 +284,16 @@ class Compression(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = self.inner.aggregate_train(server_round, self.decode_replies(server_round, replies))
         if arrays is not None:  # their updates reached the model (None: e.g. too few replies, model kept)
-            self.applied.update(dict.fromkeys(self._accepted_pids, server_round))
+            self.mark_applied(server_round)
         self.train_metrics[server_round] = metrics
         return arrays, metrics
+
+    def mark_applied(self, server_round: int) -> None:
+        """Record that the replies accepted by the last `decode_replies` reached the model. Each client is told
+        (APPLIED_ROUND) next time, and its error feedback keeps what it sent only if it was applied: a caller
+        that aggregates decoded replies itself (device tiers) must call this, or every client re-adds updates
+        the model already has to its residual, and training stalls."""
+        self.applied.update(dict.fromkeys(self._accepted_pids, server_round))
 
     def decode_replies(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         """Turn encoded updates into full weights, and drop (and count) bad ones.

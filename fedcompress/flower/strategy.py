@@ -147,6 +147,10 @@ class FedCompress(Measured):
             for t, r in rows:
                 self.meter.finish(t, r)
 
+    def mark_applied(self, server_round: int) -> None:
+        """The replies `decode_replies` accepted reached the model (see `Compression.mark_applied`)."""
+        self.compression.mark_applied(server_round)
+
     def discover(
         self,
         grid: Grid,

@@ -175,6 +175,8 @@ class TieredStrategy(Strategy):
             if updates:
                 self.global_arrays = heterofl_aggregate(self.global_arrays, updates)
                 self.arrays = {t: slice_like(self.global_arrays, self.shapes[t]) for t in self.tiers}
+                for fc in self.per_tier.values():  # clients' error feedback: their updates are in the model
+                    fc.mark_applied(server_round)
         else:
             for t, fc in self.per_tier.items():
                 record, metrics = fc.aggregate_train(server_round, by_tier[t])

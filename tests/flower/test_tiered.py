@@ -133,3 +133,23 @@ def test_nested_tiers_train_narrower_widths_with_their_own_codecs(tmp_path: Path
         r["codec"] == cfg.downlink and r["encoded_bytes"] < r["raw_bytes"] / 3 for r in first
     )
     assert not any(r["rejected"] for r in rows)
+
+
+@pytest.mark.parametrize("mode", ["nested", "heterofl", "distill"])
+def test_clients_are_told_their_updates_reached_the_model(mode: str, tmp_path: Path) -> None:
+    """Error feedback follows what the server applied: a tier mode that aggregates decoded replies itself must
+    still report each client's last applied round, or every client re-adds its past updates to its residual."""
+    from fedcompress.flower.protocol import APPLIED_ROUND
+
+    cfg = _cfg(**{"tier-training": mode})
+    _, _, grid = _run(cfg, tmp_path, rounds=5)
+    last_trained: dict[int, int] = {}
+    told = 0
+    for m in grid.sent:
+        if m.metadata.message_type != "train":
+            continue
+        node, rnd = m.metadata.dst_node_id, int(m.content["config"]["server-round"])
+        assert int(m.content["config"][APPLIED_ROUND]) == last_trained.get(node, -1), (mode, node, rnd)
+        told += node in last_trained
+        last_trained[node] = rnd
+    assert told > 0  # some clients came back, so the check above saw a real applied round
