@@ -37,12 +37,12 @@ PRESETS: dict[str, Preset] = {
     "balanced": Preset(
         "topk(0.01) > ef > uniform(4) > entropy",
         "topk(0.1) > uniform(4) > entropy",
-        "FEMNIST: 161x fewer uplink bytes, 45x fewer in total",
+        "FEMNIST 80%, FedAvgM: 149x fewer uplink bytes, 42x fewer in total than the best fp32 baseline",
     ),
     "strong": Preset(
         "topk(0.003) > ef > ternary > entropy",
         "topk(0.05) > uniform(4) > entropy",
-        "MNIST: 228x fewer uplink bytes, 45x fewer in total; the sparsest pair that still reached the target",
+        "FEMNIST 80%, FedAdam 0.03: 252x fewer uplink bytes, 45x fewer in total than the best fp32 baseline",
     ),
 }
 
