@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, Strategy
 from torch import nn
 
 from fedcompress.devices import Tier
@@ -90,9 +90,11 @@ class TieredStrategy(Strategy):
         self.tier_of_partition = dict(tier_of)
         self.arrays: dict[str, Arrays] = {t: _copy(state_to_numpy(models[t])) for t in self.tiers}
         self.shapes = {t: {k: v.shape for k, v in a.items()} for t, a in self.arrays.items()}
+        self.server_step: Strategy | None = None
         if mode in SLICED:
             self.global_arrays = self.arrays[self.top]
             self.arrays = {t: slice_like(self.global_arrays, self.shapes[t]) for t in self.tiers}
+            self.server_step = _server_step(make_inner(), mode)
         ups = uplink if isinstance(uplink, dict) else dict.fromkeys(self.tiers, uplink)
         downs = downlink if isinstance(downlink, dict) else dict.fromkeys(self.tiers, downlink)
         self.codecs = {t: (ups[t], downs[t]) for t in self.tiers}
@@ -141,6 +143,8 @@ class TieredStrategy(Strategy):
     ) -> Iterable[Message]:
         if self.mode == "deliver" and (server_round - 1) % self.refresh_every == 0:
             self._deliver(server_round)
+        if self.server_step is not None:  # the server optimizer learns where the global model now is
+            self.server_step.configure_train(server_round, numpy_to_record(self.global_arrays), config, grid)
         messages: list[Message] = []
         for t, fc in self.per_tier.items():
             tier_config = ConfigRecord(dict(config))
@@ -166,14 +170,15 @@ class TieredStrategy(Strategy):
                 by_tier[self.tier_of_partition[pid]].append(reply)
         losses: list[tuple[float, float]] = []
         if self.mode in SLICED:
-            updates = []
+            updates, carrier = [], None
             for t, fc in self.per_tier.items():
                 for msg in fc.decode_replies(server_round, by_tier[t]):
                     n = float(msg.content["metrics"]["num-examples"])
                     updates.append((_copy(record_to_numpy(msg.content["arrays"])), n))
                     losses.append((float(msg.content["metrics"].get("train_loss", 0.0)), n))
-            if updates:
-                self.global_arrays = heterofl_aggregate(self.global_arrays, updates)
+                    carrier = msg
+            if updates and carrier is not None and self.server_step is not None:
+                self.global_arrays = self._step(server_round, heterofl_aggregate(self.global_arrays, updates), carrier)
                 self.arrays = {t: slice_like(self.global_arrays, self.shapes[t]) for t in self.tiers}
                 for fc in self.per_tier.values():  # clients' error feedback: their updates are in the model
                     fc.mark_applied(server_round)
@@ -196,6 +201,16 @@ class TieredStrategy(Strategy):
             metrics = MetricRecord({"train_loss": sum(v * w for v, w in losses) / max(total, 1e-12)})
         self.train_metrics[server_round] = metrics
         return numpy_to_record(self.arrays[self.top]), metrics
+
+    def _step(self, server_round: int, averaged: Arrays, carrier: Message) -> Arrays:
+        """The run's server optimizer (FedAvg: none; FedAvgM: momentum; FedAdam/FedYogi/FedAdagrad: adaptive)
+        applied to the per-coordinate average, by the Flower strategy itself: the average is handed to it as the
+        one reply of the round (the carrier, a decoded reply whose content is replaced)."""
+        carrier.content = RecordDict(
+            {"arrays": numpy_to_record(averaged), "metrics": MetricRecord({"num-examples": 1})}
+        )
+        record, _ = self.server_step.aggregate_train(server_round, [carrier])  # type: ignore[union-attr]
+        return averaged if record is None else _copy(record_to_numpy(record))
 
     def _deliver(self, server_round: int) -> None:
         """Make every smaller tier's model from the global (widest tier's) model; time it."""
@@ -228,6 +243,21 @@ class TieredStrategy(Strategy):
 
     def summary(self) -> None:
         log.info("TieredStrategy(mode=%s, tiers=%s)", self.mode, {t: x.width for t, x in self.tiers.items()})
+
+
+SERVER_STEPS = (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad)  # an average, then an optimizer step
+
+
+def _server_step(strategy: Strategy, mode: str) -> Strategy:
+    """The inner strategy as the server optimizer of a sliced mode; robust aggregators (median, Krum, ...) need
+    whole models from every client, which per-coordinate averaging of sub-models cannot give them."""
+    if type(strategy) not in SERVER_STEPS:
+        raise ConfigError(
+            f"config key 'strategy' = {type(strategy).__name__}: tier-training {mode!r} averages each coordinate "
+            "over the sub-models that hold it, then takes the strategy's server step; expected one of "
+            "fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad (or tier-training 'distill' / 'separate')"
+        )
+    return strategy
 
 
 def _copy(arrays: Arrays) -> Arrays:

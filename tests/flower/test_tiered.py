@@ -153,3 +153,26 @@ def test_clients_are_told_their_updates_reached_the_model(mode: str, tmp_path: P
         told += node in last_trained
         last_trained[node] = rnd
     assert told > 0  # some clients came back, so the check above saw a real applied round
+
+
+def test_sliced_tiers_take_the_run_strategys_server_step(tmp_path: Path) -> None:
+    """Nested tiers average each coordinate over its holders, then the run's strategy takes its server step:
+    with FedAvgM a round in which no client moved still moves the model by the momentum of the last round."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    cfg = _cfg(**{"tier-training": "nested", "strategy": "fedavgm", "server-momentum": 0.9})
+    start = state_to_numpy(make_model(cfg))
+    strategy, _, grid = _run(cfg, tmp_path, rounds=1)
+    after = {k: v.copy() for k, v in strategy.global_arrays.items()}
+    assert any(not np.array_equal(after[k], start[k]) for k in start)
+    strategy.server_step.configure_train(2, numpy_to_record(after), ConfigRecord(), grid)
+    carrier = Message(RecordDict(), reply_to=grid.sent[-1])
+    moved = strategy._step(2, {k: v.copy() for k, v in after.items()}, carrier)
+    for k in start:  # x2 = x1 - 0.9 * (x0 - x1)
+        np.testing.assert_allclose(moved[k], after[k] + 0.9 * (after[k] - start[k]), rtol=1e-5, atol=1e-6)
+
+
+def test_sliced_tiers_refuse_a_strategy_that_is_not_an_average(tmp_path: Path) -> None:
+    cfg = _cfg(**{"tier-training": "nested", "strategy": "krum"})
+    with pytest.raises(ConfigError, match="strategy.*fedavgm"):
+        _run(cfg, tmp_path, rounds=1)
