@@ -178,7 +178,9 @@ class TieredStrategy(Strategy):
                     losses.append((float(msg.content["metrics"].get("train_loss", 0.0)), n))
                     carrier = msg
             if updates and carrier is not None and self.server_step is not None:
-                self.global_arrays = self._step(server_round, heterofl_aggregate(self.global_arrays, updates), carrier)
+                self.global_arrays = self._step(
+                    server_round, heterofl_aggregate(self.global_arrays, updates), carrier
+                )
                 self.arrays = {t: slice_like(self.global_arrays, self.shapes[t]) for t in self.tiers}
                 for fc in self.per_tier.values():  # clients' error feedback: their updates are in the model
                     fc.mark_applied(server_round)
