@@ -240,6 +240,11 @@ class RunConfig:
         "", "per-tier downlink pipelines, 'tier: pipeline; ...' (tiers not named use downlink)"
     )
     tier_refresh_every: int = key(5, "deliver mode: rounds between server-made tier models", check=AT_LEAST_1)
+    tier_nested_weight: float = key(
+        1.0,
+        "nested mode: weight of each narrower width's loss on a client (1: losses summed; 0: HeteroFL)",
+        check=NON_NEGATIVE,
+    )
 
     def __post_init__(self) -> None:
         """A preset is a spelling: it becomes its pipelines here, so a digest or a hash sees only those."""
@@ -325,10 +330,16 @@ class RunConfig:
         return _digest(self)
 
 
+OMIT_AT_DEFAULT = {"tier-nested-weight": 1.0}
+
+
 @lru_cache(maxsize=32)
 def _digest(cfg: RunConfig) -> str:
     """Cached: clients key their data by it on every message."""
     body = {k: v for k, v in cfg.as_run_config().items() if k not in ("run-dir", "resume-run")}
+    for k, default in OMIT_AT_DEFAULT.items():  # keys added later: runs made before them keep their digest
+        if body.get(k) == default:
+            body.pop(k)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -67,3 +67,20 @@ def test_overrides_parse_like_flwr_run_config() -> None:
         "width": 0.5,
     }
     assert RunConfig().digest() == RunConfig().digest() != RunConfig(seed=1).digest()
+
+
+def test_keys_added_later_keep_earlier_runs_digest_while_at_their_default() -> None:
+    """A run made before `tier-nested-weight` existed resumes under the same digest; a non-default value counts."""
+    import hashlib
+    import json
+
+    from fedcompress.config import OMIT_AT_DEFAULT
+
+    body = {
+        k: v
+        for k, v in RunConfig().as_run_config().items()
+        if k not in ("run-dir", "resume-run", *OMIT_AT_DEFAULT)
+    }
+    before = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+    assert RunConfig().digest() == before
+    assert RunConfig(tier_nested_weight=0.5).digest() != before

@@ -33,7 +33,7 @@ from fedcompress.flower.records import load_record, state_to_numpy, state_to_rec
 from fedcompress.ondevice import data_on
 from fedcompress.task import client_partition, dataset, make_model
 from fedcompress.tiers.heterofl import SLICED_FROM_KEY, initial_slice
-from fedcompress.tiers.nested import NESTED_KEY, parse_widths, train_nested
+from fedcompress.tiers.nested import NESTED_KEY, NESTED_WEIGHT_KEY, parse_widths, train_nested
 from fedcompress.training import evaluate, train
 
 torch.set_num_threads(1)  # one core per virtual client; Ray sizes actors by CPUs
@@ -103,6 +103,7 @@ def train_fn(msg: Message, context: Context) -> Message:
         loss = train_nested(
             model, subs, ds.x_train[train_idx], ds.y_train[train_idx], epochs=cfg.local_epochs,
             lr=lr, momentum=cfg.momentum, batch_size=cfg.batch_size, seed=seed,
+            sub_weight=float(config.get(NESTED_WEIGHT_KEY, 1.0)),
         )  # fmt: skip
     else:
         device = resolve_device(cfg.device)  # the data below crosses to a GPU once per client, then is cached

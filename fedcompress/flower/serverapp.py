@@ -314,6 +314,7 @@ def _tiered_strategy(
         ledger=recorder.ledger,
         proxy_x=proxy_x.to(device) if device is not None else proxy_x,  # distillation runs there
         refresh_every=cfg.tier_refresh_every,
+        nested_weight=cfg.tier_nested_weight,
         distill_options={
             "epochs": cfg.distill_epochs, "lr": cfg.distill_lr, "tau": cfg.distill_tau,
             "feature_weight": cfg.distill_feature_weight, "relation_weight": cfg.distill_relation_weight,

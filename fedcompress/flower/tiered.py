@@ -36,7 +36,7 @@ from fedcompress.tiers import (
 from fedcompress.tiers.deliver import make_tier_arrays
 from fedcompress.tiers.feddf import feddf_step, load_arrays
 from fedcompress.tiers.heterofl import SLICED_FROM_KEY
-from fedcompress.tiers.nested import format_widths
+from fedcompress.tiers.nested import NESTED_WEIGHT_KEY, format_widths
 
 log = logging.getLogger("fedcompress")
 Arrays = OrderedDict[str, np.ndarray]
@@ -65,6 +65,7 @@ class TieredStrategy(Strategy):
         shared_initial: bool = True,
         teachers: str = "all",
         refresh_every: int = 5,
+        nested_weight: float = 1.0,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"config key 'tier-training' = {mode!r}: expected one of {MODES}")
@@ -87,6 +88,7 @@ class TieredStrategy(Strategy):
         self.seed = seed
         self.teachers = teachers  # "all": every tier teaches every tier; "wider": only tiers at least as wide
         self.refresh_every = refresh_every
+        self.nested_weight = nested_weight
         self.tier_of_partition = dict(tier_of)
         self.arrays: dict[str, Arrays] = {t: _copy(state_to_numpy(models[t])) for t in self.tiers}
         self.shapes = {t: {k: v.shape for k, v in a.items()} for t, a in self.arrays.items()}
@@ -155,6 +157,8 @@ class TieredStrategy(Strategy):
                 narrower = [x.width for x in self.tiers.values() if x.width < self.tiers[t].width]
                 if narrower:
                     tier_config[NESTED_KEY] = format_widths(narrower)
+                    if self.nested_weight != 1.0:
+                        tier_config[NESTED_WEIGHT_KEY] = self.nested_weight
             messages.extend(
                 fc.configure_train(server_round, numpy_to_record(self.arrays[t]), tier_config, grid)
             )

@@ -19,6 +19,9 @@ from fedcompress.errors import ConfigError
 from fedcompress.tiers.heterofl import leading
 
 NESTED_KEY = "fedcompress.nested-widths"  # train config: narrower widths this client also trains, "0.25,0.5"
+NESTED_WEIGHT_KEY = (
+    "fedcompress.nested-weight"  # train config: weight of each narrower width's loss (absent: 1)
+)
 SLICEABLE = (
     "cnn8",
     "cnn28",
@@ -60,9 +63,11 @@ def train_nested(
     batch_size: int,
     seed: int,
     momentum: float = 0.0,
+    sub_weight: float = 1.0,
 ) -> float:
-    """SGD on `model` where each batch's loss is the sum over the model and its nested sub-models `subs`
-    (skeletons of the narrower widths; their own weights are ignored). Returns the full model's mean loss."""
+    """SGD on `model` where each batch's loss is the model's plus `sub_weight` x each nested sub-model's in
+    `subs` (skeletons of the narrower widths; their own weights are ignored). A weight below 1 leaves more of
+    the shared weights to the client's own width. Returns the full model's mean loss."""
     model.train()
     params = dict(model.named_parameters())
     shapes = [{k: tuple(v.shape) for k, v in s.named_parameters()} for s in subs]
@@ -90,7 +95,7 @@ def train_nested(
                 loss_fn(functional_call(s, {k: params[k][leading(v)] for k, v in sh.items()}, (xb,)), yb)
                 for s, sh in zip(subs, shapes, strict=True)
             )
-            (loss + sub_loss).backward()
+            (loss + sub_weight * sub_loss).backward()
             opt.step()
             total += loss.item() * len(idx)
             count += len(idx)

@@ -114,14 +114,19 @@ def test_heterofl_aggregation_averages_each_coordinate_over_its_holders() -> Non
 def test_nested_tiers_train_narrower_widths_with_their_own_codecs(tmp_path: Path) -> None:
     """Full clients are told to train the tiny width too; tiny clients send through their own, larger codec;
     the first downlink is already a compressed delta (from the seeded widest model's slice) and nothing is rejected."""
-    cfg = _cfg(**{"tier-training": "nested", "tier-uplink": "tiny: uniform(8) > entropy"})
+    cfg = _cfg(
+        **{"tier-training": "nested", "tier-uplink": "tiny: uniform(8) > entropy", "tier-nested-weight": 0.5}
+    )
     strategy, recorder, grid = _run(cfg, tmp_path, rounds=2)
     nested = {
-        float(m.content["config"]["fedcompress.width"]): m.content["config"].get("fedcompress.nested-widths")
+        float(m.content["config"]["fedcompress.width"]): (
+            m.content["config"].get("fedcompress.nested-widths"),
+            m.content["config"].get("fedcompress.nested-weight"),
+        )
         for m in grid.sent
         if m.metadata.message_type == "train"
     }
-    assert nested == {1.0: "0.5", 0.5: None}
+    assert nested == {1.0: ("0.5", 0.5), 0.5: (None, None)}
     assert strategy.codecs["tiny"][0] == "uniform(8) > entropy"
     assert strategy.codecs["full"][0] == cfg.uplink
     recorder.ledger.flush()

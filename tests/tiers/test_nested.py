@@ -65,3 +65,22 @@ def test_bad_widths_and_models_are_named() -> None:
         parse_widths("1.5")
     with pytest.raises(ConfigError, match="'lstm'.*'distill' or 'separate'"):
         check_sliceable("lstm")
+
+
+def test_sub_model_loss_weight_scales_what_narrower_widths_pull() -> None:
+    """Weight 0: the narrower widths pull nothing (the client trains its own width alone); weight 1 differs."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 32)
+    kw = {"epochs": 1, "lr": 0.1, "batch_size": 8, "seed": 1}
+    torch.manual_seed(0)
+    start = build_model("cnn8", 10, 1.0).state_dict()
+    out = {}
+    for name, subs, weight in (("alone", [], 1.0), ("zero", [build_model("cnn8", 10, 0.5)], 0.0),
+                               ("one", [build_model("cnn8", 10, 0.5)], 1.0)):  # fmt: skip
+        m = build_model("cnn8", 10, 1.0)
+        m.load_state_dict(start)
+        train_nested(m, subs, x, y, sub_weight=weight, **kw)
+        out[name] = model_arrays(m)
+    for k in start:
+        np.testing.assert_allclose(out["zero"][k], out["alone"][k], rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(out["one"][k], out["alone"][k]) for k in start)
