@@ -40,6 +40,7 @@ class Layout:
         self.offsets = np.zeros(len(infos) + 1, np.int64)
         np.cumsum(sizes, out=self.offsets[1:])
         self.total = int(sum(sizes))  # Python int: no overflow on hostile headers
+        self.shapes = tuple(info.shape for info in infos)
 
     @classmethod
     def of(cls, tensors: Mapping[str, np.ndarray]) -> Layout:

@@ -88,7 +88,7 @@ class SparseQuantize(Lossy):
             factor = sp.value_scale(n, idx.size)
             if factor != 1.0:
                 values *= np.float32(factor)
-            index_sec = sp.encode_index(idx, n, seed)
+            index_sec = sp.encode_index(idx, layout, seed)
         else:
             idx, values, index_sec = None, flat, Encoded(b"", 0)
         starts = layout.group_starts(q.grouping, idx, values.size)
@@ -257,7 +257,7 @@ class Pipeline(BySpec):
         nonzero = bool(sp and sp.nonzero)
         index_data, side, value_data = sections
         if sp is not None:
-            idx = sp.decode_index(index_data, n, seed)
+            idx = sp.decode_index(index_data, layout, seed)
         else:
             if len(index_data):
                 raise PayloadError("dense pipeline with a non-empty index section")

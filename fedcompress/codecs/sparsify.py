@@ -93,11 +93,11 @@ class TopK(Sparsifier):
             parts.append(topk_positions(flat[lo:hi], keep_count(self.frac, hi - lo)) + lo)
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    def encode_index(self, idx: np.ndarray, n: int, seed: int) -> Encoded:
-        return indices.encode(idx, n)
+    def encode_index(self, idx: np.ndarray, layout: Layout, seed: int) -> Encoded:
+        return indices.encode(idx, layout.total, layout.shapes)
 
-    def decode_index(self, data: memoryview, n: int, seed: int) -> np.ndarray:
-        return indices.decode(data, n)
+    def decode_index(self, data: memoryview, layout: Layout, seed: int) -> np.ndarray:
+        return indices.decode(data, layout.total, layout.shapes)
 
 
 class Threshold(Sparsifier):
@@ -115,11 +115,11 @@ class Threshold(Sparsifier):
     def select(self, flat: np.ndarray, layout: Layout, seed: int) -> np.ndarray:
         return scan_at_least(flat, self.t)
 
-    def encode_index(self, idx: np.ndarray, n: int, seed: int) -> Encoded:
-        return indices.encode(idx, n)
+    def encode_index(self, idx: np.ndarray, layout: Layout, seed: int) -> Encoded:
+        return indices.encode(idx, layout.total, layout.shapes)
 
-    def decode_index(self, data: memoryview, n: int, seed: int) -> np.ndarray:
-        return indices.decode(data, n)
+    def decode_index(self, data: memoryview, layout: Layout, seed: int) -> np.ndarray:
+        return indices.decode(data, layout.total, layout.shapes)
 
 
 class RandK(Sparsifier):
@@ -151,10 +151,11 @@ class RandK(Sparsifier):
     def value_scale(self, n: int, k: int) -> float:
         return n / k if k else 1.0
 
-    def encode_index(self, idx: np.ndarray, n: int, seed: int) -> Encoded:
+    def encode_index(self, idx: np.ndarray, layout: Layout, seed: int) -> Encoded:
         return Encoded(self._COUNT.pack(idx.size), 0)
 
-    def decode_index(self, data: memoryview, n: int, seed: int) -> np.ndarray:
+    def decode_index(self, data: memoryview, layout: Layout, seed: int) -> np.ndarray:
+        n = layout.total
         if len(data) != self._COUNT.size:
             raise PayloadError(f"randk index section: {len(data)} bytes, expected {self._COUNT.size}")
         (k,) = self._COUNT.unpack(data)

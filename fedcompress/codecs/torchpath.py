@@ -264,7 +264,7 @@ def compress(
         if factor != 1.0:
             values = values * torch.tensor(factor, dtype=F32)
         idx_np = idx.cpu().numpy()
-        index_sec = sp.encode_index(idx_np, n, seed)
+        index_sec = sp.encode_index(idx_np, layout, seed)
     else:
         idx, idx_np, values, index_sec = None, None, flat, Encoded(b"", 0)
     k = values.numel()

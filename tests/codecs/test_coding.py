@@ -51,6 +51,60 @@ def test_indices_reject_corruption() -> None:
         indices.decode(bytes(data), 1000)
 
 
+SHAPES = [(32, 1, 5, 5), (32,), (128, 3136), (128,), (62, 128), (62,)]
+
+
+def _bicluster(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Positions the way top-k picks them in a dense layer: a few rows x a few columns, a quarter of those cells."""
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in SHAPES])
+    rows, cols = np.sort(rng.choice(128, 25, replace=False)), np.sort(rng.choice(3136, 125, replace=False))
+    cells = (rows[:, None] * 3136 + cols[None, :]).ravel()
+    fc1 = np.sort(rng.choice(cells, 750, replace=False))
+    conv = np.sort(rng.choice(800, 30, replace=False))
+    return np.concatenate([conv, fc1 + offsets[2]]).astype(np.int64), int(offsets[-1])
+
+
+def test_grid_coding_finds_row_and_column_structure() -> None:
+    idx, n = _bicluster(np.random.default_rng(0))
+    flat, grid = indices.encode(idx, n), indices.encode(idx, n, SHAPES)
+    assert grid.data[0] == indices.MODE_GRID and len(grid.data) < 0.75 * len(flat.data), (
+        len(grid.data),
+        len(flat.data),
+    )
+    np.testing.assert_array_equal(indices.decode(grid.data, n, SHAPES), idx)
+
+
+@pytest.mark.parametrize("density", [0.0005, 0.002, 0.02, 0.3])
+def test_grid_coding_never_costs_more_than_flat(density: float) -> None:
+    n = sum(int(np.prod(s)) for s in SHAPES)
+    rng = np.random.default_rng(2)
+    idx = np.sort(rng.choice(n, round(density * n), replace=False)).astype(np.int64)
+    enc = indices.encode(idx, n, SHAPES)
+    assert len(enc.data) <= len(indices.encode(idx, n).data)
+    np.testing.assert_array_equal(indices.decode(enc.data, n, SHAPES), idx)
+
+
+def test_grid_coding_rejects_what_does_not_fit() -> None:
+    idx, n = _bicluster(np.random.default_rng(1))
+    data = indices.encode(idx, n, SHAPES).data
+    with pytest.raises(PayloadError, match="shapes"):
+        indices.decode(data, n)
+    with pytest.raises(PayloadError, match="layout"):
+        indices.decode(data, n, SHAPES[:-1])
+    for bad in (data[:-1], data + b"\0", data[:20]):
+        with pytest.raises(PayloadError):
+            indices.decode(bad, n, SHAPES)
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # any flipped byte: an error, or a valid index set
+        b = bytearray(data)
+        b[rng.integers(len(b))] ^= 1 << int(rng.integers(8))
+        try:
+            out = indices.decode(bytes(b), n, SHAPES)
+        except PayloadError:
+            continue
+        assert out.size == 0 or (np.all(np.diff(out) > 0) and out[0] >= 0 and out[-1] < n)
+
+
 def _gaussian_symbols(n: int, bits: int, seed: int = 0) -> np.ndarray:
     top = 2 ** (bits - 1) - 1
     x = np.random.default_rng(seed).standard_normal(n)
