@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_passthrough(
         sub, "bench", "benchmarks that print numbers",
-        {"codecs": "codec throughput and sizes", "reply": "bytes of a compressed train reply, object by object"},
+        {"codecs": "codec throughput and sizes", "reply": "bytes of a compressed train reply, object by object",
+         "index_coding": "index bytes of real FEMNIST updates, flat against grid coding"},
         _bench,
     )  # fmt: skip
     _add_export(sub)
