@@ -22,7 +22,7 @@ from fedcompress.errors import ConfigError
 
 PARTITIONINGS = ("natural", "iid", "dirichlet", "shards")
 MODEL_CHOICES = ("auto", "cnn8", "cnn8bn", "cnn28", "cnn28bn", "cnn32", "lstm")
-TIER_TRAINING = ("nested", "distill", "separate", "heterofl", "deliver")
+TIER_TRAINING = ("nested", "nested-distill", "distill", "separate", "heterofl", "deliver")
 ATTACKS = ("none", "sign-flip", "scale", "random")
 DEFAULT_UPLINK = "topk(0.05) > ef > uniform(4) > entropy"  # a compression framework compresses by default
 DEFAULT_DOWNLINK = "topk(0.2) > uniform(4) > entropy"

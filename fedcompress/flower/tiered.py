@@ -7,7 +7,9 @@ combined is the `mode` (see `fedcompress.tiers`); the algorithms live there, thi
 
 from __future__ import annotations
 
+import copy
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +29,7 @@ from fedcompress.ledger import Ledger
 from fedcompress.tiers import (
     MODES,
     NEEDS_PROXY,
+    NESTED,
     NESTED_KEY,
     SLICED,
     heterofl_aggregate,
@@ -34,7 +37,7 @@ from fedcompress.tiers import (
     split_clients,
 )
 from fedcompress.tiers.deliver import make_tier_arrays
-from fedcompress.tiers.feddf import feddf_step, load_arrays
+from fedcompress.tiers.feddf import distill_outer, feddf_step, load_arrays
 from fedcompress.tiers.heterofl import SLICED_FROM_KEY
 from fedcompress.tiers.nested import NESTED_WEIGHT_KEY, format_widths
 
@@ -153,7 +156,7 @@ class TieredStrategy(Strategy):
             tier_config[WIDTH_KEY] = self.tiers[t].width
             if self.mode in SLICED:
                 tier_config[SLICED_FROM_KEY] = self.tiers[self.top].width
-            if self.mode == "nested":
+            if self.mode in NESTED:
                 narrower = [x.width for x in self.tiers.values() if x.width < self.tiers[t].width]
                 if narrower:
                     tier_config[NESTED_KEY] = format_widths(narrower)
@@ -185,6 +188,8 @@ class TieredStrategy(Strategy):
                 self.global_arrays = self._step(
                     server_round, heterofl_aggregate(self.global_arrays, updates), carrier
                 )
+                if self.mode == "nested-distill" and len(self.tiers) > 1:
+                    self.global_arrays = self._distill_outer(server_round)
                 self.arrays = {t: slice_like(self.global_arrays, self.shapes[t]) for t in self.tiers}
                 for fc in self.per_tier.values():  # clients' error feedback: their updates are in the model
                     fc.mark_applied(server_round)
@@ -207,6 +212,22 @@ class TieredStrategy(Strategy):
             metrics = MetricRecord({"train_loss": sum(v * w for v, w in losses) / max(total, 1e-12)})
         self.train_metrics[server_round] = metrics
         return numpy_to_record(self.arrays[self.top]), metrics
+
+    def _distill_outer(self, server_round: int) -> Arrays:
+        """The widest tier's own channels learn the ensemble of every tier's model (each a slice of the global
+        model) on the proxy set; what narrower tiers hold stays as aggregated."""
+        t0 = time.perf_counter()
+        teachers = [
+            copy.deepcopy(load_arrays(self.models[t], slice_like(self.global_arrays, self.shapes[t]))).eval()
+            for t in self.tiers
+        ]
+        second = list(self.tiers)[1]
+        out = distill_outer(
+            self.models[self.top], self.global_arrays, dict(self.shapes[second]), teachers, self.proxy_x,
+            seed=self.seed * 7919 + server_round * 31, options=self.distill_options,
+        )  # fmt: skip
+        self.make_seconds[server_round] = time.perf_counter() - t0
+        return out
 
     def _step(self, server_round: int, averaged: Arrays, carrier: Message) -> Arrays:
         """The run's server optimizer (FedAvg: none; FedAvgM: momentum; FedAdam/FedYogi/FedAdagrad: adaptive)

@@ -4,6 +4,9 @@ a model made for each device's budget (`fedcompress.tiers.delivery`).
 Modes (run-config `tier-training`):
 - "nested": every client trains its tier's width AND every narrower tier's width as the leading blocks of one
   global model (FjORD / slimmable style); aggregated per coordinate. Every client's data reaches every tier.
+- "nested-distill": nested, then on the server the widest tier's own channels (the coordinates no narrower tier
+  holds, trained by the widest tier's clients alone) learn the ensemble of all tiers on the proxy set; the
+  narrower tiers' coordinates are left as the clients made them.
 - "distill": per-tier averaging, then FedDF ensemble distillation across tiers on the server's proxy set.
 - "separate": each tier averaged over its own clients only.
 - "heterofl": width slicing, each client trains only its own width (HeteroFL).
@@ -16,11 +19,12 @@ from fedcompress.tiers.codecs import parse_tier_codecs, tier_codecs
 from fedcompress.tiers.heterofl import heterofl_aggregate, slice_like, split_clients
 from fedcompress.tiers.nested import NESTED_KEY, train_nested
 
-MODES = ("nested", "distill", "separate", "heterofl", "deliver")
-NEEDS_PROXY = ("distill", "deliver")
-SLICED = ("nested", "heterofl")
+MODES = ("nested", "nested-distill", "distill", "separate", "heterofl", "deliver")
+NEEDS_PROXY = ("nested-distill", "distill", "deliver")
+SLICED = ("nested", "nested-distill", "heterofl")
+NESTED = ("nested", "nested-distill")  # clients also train every narrower width
 
 __all__ = [
-    "MODES", "NEEDS_PROXY", "NESTED_KEY", "SLICED", "heterofl_aggregate", "parse_tier_codecs", "slice_like",
+    "MODES", "NESTED", "NEEDS_PROXY", "NESTED_KEY", "SLICED", "heterofl_aggregate", "parse_tier_codecs", "slice_like",
     "split_clients", "tier_codecs", "train_nested",
 ]  # fmt: skip

@@ -50,3 +50,33 @@ def feddf_step(
         distill(models[t], ensemble, proxy_x, epochs=epochs, alpha=1.0, seed=seed + i, **opts)
         out[t] = model_arrays(models[t])
     return out
+
+
+def distill_outer(
+    model: nn.Module,
+    arrays: Arrays,
+    inner: dict[str, tuple[int, ...]],
+    teachers: list[nn.Module],
+    proxy_x: torch.Tensor,
+    *,
+    seed: int,
+    options: dict[str, Any],
+) -> Arrays:
+    """`model` (loaded from `arrays`) distilled from the `teachers`' ensemble on `proxy_x`, with the leading
+    block of each tensor (shapes in `inner`: what narrower tiers hold) frozen: only the outer coordinates learn.
+    Gradients of the frozen block are zeroed, so Adam leaves it exactly as it was."""
+    load_arrays(model, arrays)
+    hooks = []
+    for name, p in model.named_parameters():
+        if name in inner:
+            mask = torch.ones_like(p)
+            mask[tuple(slice(0, s) for s in inner[name])] = 0.0
+            hooks.append(p.register_hook(lambda g, m=mask: g * m))
+    opts = dict(options)
+    epochs = int(opts.pop("epochs", 1))
+    try:
+        distill(model, teachers, proxy_x, epochs=epochs, alpha=1.0, seed=seed, **opts)
+    finally:
+        for h in hooks:
+            h.remove()
+    return model_arrays(model)

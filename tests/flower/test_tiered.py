@@ -44,7 +44,7 @@ def _run(cfg: RunConfig, tmp_path: Path, rounds: int = 3, node_config: dict | No
     return strategy, recorder, grid
 
 
-@pytest.mark.parametrize("mode", ["nested", "separate", "heterofl", "distill", "deliver"])
+@pytest.mark.parametrize("mode", ["nested", "nested-distill", "separate", "heterofl", "distill", "deliver"])
 def test_each_tier_trains_its_own_smaller_model(mode: str, tmp_path: Path) -> None:
     cfg = _cfg(**{"tier-training": mode})
     strategy, recorder, grid = _run(cfg, tmp_path, rounds=6)

@@ -84,3 +84,24 @@ def test_sub_model_loss_weight_scales_what_narrower_widths_pull() -> None:
     for k in start:
         np.testing.assert_allclose(out["zero"][k], out["alone"][k], rtol=1e-6, atol=1e-7)
     assert any(not np.allclose(out["one"][k], out["alone"][k]) for k in start)
+
+
+def test_distill_outer_moves_only_what_no_narrower_tier_holds() -> None:
+    """nested-distill: the widest model's own channels learn from the ensemble; the leading block (what the
+    narrower tiers hold) is exactly as it was, so the narrower tiers' models do not change."""
+    from fedcompress.tiers.feddf import distill_outer
+
+    torch.manual_seed(0)
+    wide, narrow = build_model("cnn8", 10, 1.0), build_model("cnn8", 10, 0.5)
+    teacher = build_model("cnn8", 10, 1.0)
+    before = model_arrays(wide)
+    inner = {k: tuple(v.shape) for k, v in narrow.named_parameters()}
+    x = torch.randn(64, 1, 8, 8)
+    after = distill_outer(wide, before, inner, [teacher.eval()], x, seed=1, options={"epochs": 2, "lr": 0.01})
+    moved = False
+    for k, shape in inner.items():
+        block = tuple(slice(0, s) for s in shape)
+        np.testing.assert_array_equal(after[k][block], before[k][block])
+        moved |= not np.array_equal(after[k], before[k])
+    assert moved
+    assert not any(p._backward_hooks for p in wide.parameters())
