@@ -35,7 +35,7 @@ def test_proxy_set_too_small_to_distill_from() -> None:
 
 
 def test_unknown_mode_lists_what_is_accepted() -> None:
-    with pytest.raises(ConfigError, match=r"'fjord'.*'nested', 'distill'"):
+    with pytest.raises(ConfigError, match=r"'fjord'.*'nested', 'nested-distill', 'distill'"):
         _strategy(mode="fjord")
     with pytest.raises(ConfigError, match="tier-training"):
         RunConfig.from_run_config({**defaults(), "tier-training": "fjord"})
