@@ -177,20 +177,22 @@ def _put_set(out: bytearray, idx: np.ndarray, n: int) -> None:
     out += body
 
 
-def _take_set(data: memoryview | bytes, pos: int, n: int) -> tuple[np.ndarray, int]:
-    """Inverse of :func:`_put_set`: rebuilds the flat section and checks it with :func:`decode`."""
+def _byte_and_uvarint(data: memoryview | bytes, pos: int) -> tuple[int, int, int]:
+    """A byte, then a varint: (byte, value, position after them)."""
     if pos >= len(data):
         raise PayloadError("grid index section truncated")
-    mode = data[pos]
-    k, pos = _read_uvarint(data, pos + 1)
+    value, end = _read_uvarint(data, pos + 1)
+    return data[pos], value, end
+
+
+def _take_set(data: memoryview | bytes, pos: int, n: int) -> tuple[np.ndarray, int]:
+    """Inverse of :func:`_put_set`: rebuilds the flat section and checks it with :func:`decode`."""
+    mode, k, pos = _byte_and_uvarint(data, pos)
     if k > n:
         raise PayloadError(f"grid index section declares {k} indices for {n} positions")
     head = _HEAD.pack(mode, k)
     if mode == MODE_RICE:
-        if pos >= len(data):
-            raise PayloadError("grid index section truncated")
-        b = data[pos]
-        unary_len, pos = _read_uvarint(data, pos + 1)
+        b, unary_len, pos = _byte_and_uvarint(data, pos)
         if b > MAX_RICE_BITS:
             raise PayloadError(f"Rice parameter {b} out of range 0..{MAX_RICE_BITS}")
         head += _RICE.pack(b, unary_len)
