@@ -19,6 +19,7 @@ import numpy as np
 from . import bitpack
 from .contract import Encoded
 from .errors import PayloadError
+from .wire import put_varint
 
 MODE_ALL, MODE_BITMAP, MODE_RICE, MODE_GRID = 0, 1, 2, 3
 _HEAD = struct.Struct("<BQ")
@@ -143,13 +144,6 @@ def decode(data: memoryview | bytes, n: int, shapes: Sequence[tuple[int, ...]] |
 KIND_EMPTY, KIND_FLAT, KIND_BICLUSTER = 0, 1, 2
 
 
-def _uvarint(out: bytearray, v: int) -> None:
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-
-
 def _read_uvarint(data: memoryview | bytes, pos: int) -> tuple[int, int]:
     v = shift = 0
     for _ in range(10):
@@ -169,11 +163,11 @@ def _put_set(out: bytearray, idx: np.ndarray, n: int) -> None:
     data = _encode_flat(idx, n).data
     (mode, k), body = _HEAD.unpack(data[: _HEAD.size]), data[_HEAD.size :]
     out.append(mode)
-    _uvarint(out, k)
+    put_varint(out, k)
     if mode == MODE_RICE:
         (b, unary_len), body = _RICE.unpack(body[: _RICE.size]), body[_RICE.size :]
         out.append(b)
-        _uvarint(out, unary_len)
+        put_varint(out, unary_len)
     out += body
 
 
@@ -210,9 +204,8 @@ def _take_set(data: memoryview | bytes, pos: int, n: int) -> tuple[np.ndarray, i
 
 def _matrix(shape: tuple[int, ...]) -> tuple[int, int]:
     """A tensor seen as rows x columns: the first axis against the rest (a vector or scalar is one row)."""
-    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
     rows = int(shape[0]) if len(shape) > 1 else 1
-    return rows, (size // rows if rows else 0)
+    return rows, (_prod(shape) // rows if rows else 0)
 
 
 def _encode_grid(idx: np.ndarray, n: int, shapes: Sequence[tuple[int, ...]]) -> Encoded:

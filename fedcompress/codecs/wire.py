@@ -125,6 +125,16 @@ class _Reader:
 Expected = Mapping[str, tuple[tuple[int, ...], str]]
 
 
+def put_varint(out: bytearray, n: int) -> None:
+    """Append ``n`` (>= 0) as a LEB128 varint: 7 bits a byte, low bits first."""
+    if n < 0:
+        raise ValueError(f"varint of a negative number {n}")
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
 def short(text: object, limit: int = 60) -> str:
     """``repr`` of a payload-controlled value, cut to ``limit`` characters: reasons stay short at the source."""
     out = repr(text)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedcompress.codecs.wire import put_varint
 from fedcompress.errors import PayloadError
 from fedcompress.flower.protocol import PROTOCOL_VERSION
 
@@ -84,21 +85,21 @@ def foldable(values: Mapping[str, object]) -> bool:
 def pack(frame: Frame) -> bytes:
     out = bytearray()
     _bytes(out, frame.payload)
-    _varint(out, frame.metadata_bytes)
-    _varint(out, len(frame.exact))
+    put_varint(out, frame.metadata_bytes)
+    put_varint(out, len(frame.exact))
     for name, t in frame.exact.items():
         _text(out, name)
         dtype = t.dtype.encode("ascii")
         out += bytes([len(dtype)]) + dtype + bytes([len(t.shape)])
         for d in t.shape:
-            _varint(out, d)
+            put_varint(out, d)
         out += t.data
     flags = 0
     if frame.metrics is not None:
         flags |= FLAG_METRICS
         out.append(frame.metrics.position)
         _text(out, frame.metrics.name)
-        _varint(out, len(frame.metrics.values))
+        put_varint(out, len(frame.metrics.values))
         for key, v in frame.metrics.values.items():
             _text(out, key)
             tag = _tag(v)
@@ -161,26 +162,17 @@ def _tag(v: object) -> int | None:
 
 def _value(out: bytearray, tag: int, v: Metric) -> None:
     if tag == INT_TAG:
-        _varint(out, (v << 1) ^ (v >> 63))  # type: ignore[operator]
+        put_varint(out, (v << 1) ^ (v >> 63))  # type: ignore[operator]
     elif tag == FLOAT_TAG:
         out += struct.pack("<d", v)
     else:
-        _varint(out, len(v))  # type: ignore[arg-type]
+        put_varint(out, len(v))  # type: ignore[arg-type]
         for x in v:  # type: ignore[union-attr]
             _value(out, tag - 2, x)
 
 
-def _varint(out: bytearray, n: int) -> None:
-    if n < 0:
-        raise ValueError(f"varint of a negative number {n}")
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
 def _bytes(out: bytearray, b: bytes) -> None:
-    _varint(out, len(b))
+    put_varint(out, len(b))
     out += b
 
 

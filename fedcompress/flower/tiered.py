@@ -184,7 +184,7 @@ class TieredStrategy(Strategy):
                     updates.append((_copy(record_to_numpy(msg.content["arrays"])), n))
                     losses.append((float(msg.content["metrics"].get("train_loss", 0.0)), n))
                     carrier = msg
-            if updates and carrier is not None and self.server_step is not None:
+            if carrier is not None:  # at least one accepted reply
                 self.global_arrays = self._step(
                     server_round, heterofl_aggregate(self.global_arrays, updates), carrier
                 )
