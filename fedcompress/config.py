@@ -160,11 +160,11 @@ class RunConfig:
     )
     tiers: str = key("", "device tiers, 'name=width[/storage] ...' (empty: one model)")
     tier_mix: str = key("", "share of clients per tier, 'name=fraction ...'")
-    tier_training: str = key("nested", "how tiers learn (see fedcompress.tiers)", choices=TIER_TRAINING)
+    tier_training: str = key("nested-distill", "how tiers learn (see fedcompress.tiers)", choices=TIER_TRAINING)
     distill_epochs: int = key(
         1, "server distillation epochs per round", check=Check(lambda v: v >= 0, "an integer >= 0")
     )
-    distill_lr: float = key(0.001, "server distillation learning rate", check=POSITIVE)
+    distill_lr: float = key(0.0001, "server distillation learning rate", check=POSITIVE)
     distill_tau: float = key(2.0, "distillation temperature", check=POSITIVE)
     distill_proxy_fraction: float = key(
         0.05,
@@ -331,12 +331,21 @@ class RunConfig:
 
 
 OMIT_AT_DEFAULT = {"tier-nested-weight": 1.0}
+# Keys that change nothing in a run without tiers, pinned there to the defaults that such runs were made with
+# before the defaults changed (2026-12-02: tier-training nested -> nested-distill, distill-lr 1e-3 -> 1e-4), so a
+# run without tiers keeps its digest and its study cell id.
+UNTIERED_AS_MADE = {"tier-training": "nested", "distill-lr": 0.001}
+
+
+def untiered_as_made(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` (a resolved run config) with the tier-only keys pinned when the run has no tiers."""
+    return {**body, **UNTIERED_AS_MADE} if not body.get("tiers") else body
 
 
 @lru_cache(maxsize=32)
 def _digest(cfg: RunConfig) -> str:
     """Cached: clients key their data by it on every message."""
-    body = {k: v for k, v in cfg.as_run_config().items() if k not in ("run-dir", "resume-run")}
+    body = untiered_as_made({k: v for k, v in cfg.as_run_config().items() if k not in ("run-dir", "resume-run")})
     for k, default in OMIT_AT_DEFAULT.items():  # keys added later: runs made before them keep their digest
         if body.get(k) == default:
             body.pop(k)

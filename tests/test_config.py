@@ -81,6 +81,22 @@ def test_keys_added_later_keep_earlier_runs_digest_while_at_their_default() -> N
         for k, v in RunConfig().as_run_config().items()
         if k not in ("run-dir", "resume-run", *OMIT_AT_DEFAULT)
     }
+    body.update({"tier-training": "nested", "distill-lr": 0.001})  # the defaults these runs were made with
     before = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
     assert RunConfig().digest() == before
     assert RunConfig(tier_nested_weight=0.5).digest() != before
+
+
+def test_tier_only_defaults_change_no_digest_of_a_run_without_tiers() -> None:
+    """Changing the default tier mode kept every untiered run's digest and study cell id; with tiers it counts."""
+    from fedcompress.studies.spec import config_hash
+
+    plain = RunConfig()
+    assert plain.tier_training == "nested-distill"
+    assert plain.digest() == RunConfig(tier_training="nested", distill_lr=0.001).digest()
+    assert config_hash({}) == config_hash({"tier-training": "heterofl", "distill-lr": 0.01})
+    tiered = {"tiers": "full=1.0 tiny=0.25", "tier-mix": "full=0.5 tiny=0.5"}
+    assert RunConfig.from_run_config({**defaults(), **tiered}).digest() != RunConfig.from_run_config(
+        {**defaults(), **tiered, "tier-training": "nested"}
+    ).digest()
+    assert config_hash(tiered) != config_hash({**tiered, "distill-lr": 0.001})

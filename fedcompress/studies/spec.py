@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import RunConfig, check_preset, defaults
+from fedcompress.config import RunConfig, check_preset, defaults, untiered_as_made
 from fedcompress.errors import ConfigError
 from fedcompress.studies.baselines import STRATEGY_PARAMS
 
@@ -305,7 +305,7 @@ def check_pipeline(spec: str) -> str:
 def config_hash(overrides: dict[str, Any]) -> str:
     """Hash of the resolved run config without paths; recomputable from a run dir's config.json (resume)."""
     cfg = RunConfig.from_run_config({**defaults(), **overrides}, strict=False)
-    body = {k: v for k, v in cfg.as_run_config().items() if k not in HASH_EXCLUDED}
+    body = untiered_as_made({k: v for k, v in cfg.as_run_config().items() if k not in HASH_EXCLUDED})
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
 
 
