@@ -160,7 +160,9 @@ class RunConfig:
     )
     tiers: str = key("", "device tiers, 'name=width[/storage] ...' (empty: one model)")
     tier_mix: str = key("", "share of clients per tier, 'name=fraction ...'")
-    tier_training: str = key("nested-distill", "how tiers learn (see fedcompress.tiers)", choices=TIER_TRAINING)
+    tier_training: str = key(
+        "nested-distill", "how tiers learn (see fedcompress.tiers)", choices=TIER_TRAINING
+    )
     distill_epochs: int = key(
         1, "server distillation epochs per round", check=Check(lambda v: v >= 0, "an integer >= 0")
     )
@@ -345,7 +347,9 @@ def untiered_as_made(body: dict[str, Any]) -> dict[str, Any]:
 @lru_cache(maxsize=32)
 def _digest(cfg: RunConfig) -> str:
     """Cached: clients key their data by it on every message."""
-    body = untiered_as_made({k: v for k, v in cfg.as_run_config().items() if k not in ("run-dir", "resume-run")})
+    body = untiered_as_made(
+        {k: v for k, v in cfg.as_run_config().items() if k not in ("run-dir", "resume-run")}
+    )
     for k, default in OMIT_AT_DEFAULT.items():  # keys added later: runs made before them keep their digest
         if body.get(k) == default:
             body.pop(k)

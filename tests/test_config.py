@@ -96,7 +96,8 @@ def test_tier_only_defaults_change_no_digest_of_a_run_without_tiers() -> None:
     assert plain.digest() == RunConfig(tier_training="nested", distill_lr=0.001).digest()
     assert config_hash({}) == config_hash({"tier-training": "heterofl", "distill-lr": 0.01})
     tiered = {"tiers": "full=1.0 tiny=0.25", "tier-mix": "full=0.5 tiny=0.5"}
-    assert RunConfig.from_run_config({**defaults(), **tiered}).digest() != RunConfig.from_run_config(
-        {**defaults(), **tiered, "tier-training": "nested"}
-    ).digest()
+    assert (
+        RunConfig.from_run_config({**defaults(), **tiered}).digest()
+        != RunConfig.from_run_config({**defaults(), **tiered, "tier-training": "nested"}).digest()
+    )
     assert config_hash(tiered) != config_hash({**tiered, "distill-lr": 0.001})
