@@ -4,9 +4,10 @@ a model made for each device's budget (`fedcompress.tiers.delivery`).
 Modes (run-config `tier-training`):
 - "nested": every client trains its tier's width AND every narrower tier's width as the leading blocks of one
   global model (FjORD / slimmable style); aggregated per coordinate. Every client's data reaches every tier.
-- "nested-distill" (the default, best measured on FEMNIST: docs/results/femnist_tiers.md): nested, then on the server the widest tier's own channels (the coordinates no narrower tier
-  holds, trained by the widest tier's clients alone) learn the ensemble of all tiers on the proxy set; the
-  narrower tiers' coordinates are left as the clients made them.
+- "nested-distill" (the default, best measured on FEMNIST: docs/results/femnist_tiers.md): nested, then on the
+  server the widest tier's own channels (the coordinates no narrower tier holds, trained by the widest tier's
+  clients alone) learn the ensemble of all tiers on the proxy set; the narrower tiers' coordinates are left as the
+  clients made them.
 - "distill": per-tier averaging, then FedDF ensemble distillation across tiers on the server's proxy set.
 - "separate": each tier averaged over its own clients only.
 - "heterofl": width slicing, each client trains only its own width (HeteroFL).
